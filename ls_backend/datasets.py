@@ -15,9 +15,17 @@ import numpy as np
 
 FASHION_MNIST_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,10 @@ def load_digits_dataset(test_fraction: float = 0.25, seed: int = 0) -> ImageData
         images, bunch.target, test_size=test_fraction, stratify=bunch.target, random_state=seed
     )
     return ImageDataset(
-        "digits", tr_x, tr_y.astype(np.int64), te_x, te_y.astype(np.int64),
+        "digits",
+        tr_x,
+        tr_y.astype(np.int64),
+        te_x,
+        te_y.astype(np.int64),
         tuple(str(i) for i in range(10)),
-    )  # fmt: skip
+    )
