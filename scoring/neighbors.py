@@ -245,6 +245,7 @@ def kmeans(
         spherical=True,
         verbose=False,
         max_points_per_centroid=256,
+        min_points_per_centroid=1,
     )
     km.train(x)
     _, assign = km.index.search(x, 1)
