@@ -18,6 +18,68 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def _settings():
+    from ls_backend.config import Settings
+
+    return Settings.from_env()
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    settings = _settings()  # fail fast, with a clear message, on bad configuration
+    if not settings.redis_url and args.workers > 1:
+        raise ValueError("--workers > 1 needs REDIS_URL: the in-process queue lives in one process")
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"{args.host}:{args.port}",
+        "--workers",
+        str(args.workers),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(args.threads),
+        "--timeout",
+        "120",
+        "--graceful-timeout",
+        "30",
+        "--access-logfile",
+        "-",
+        "ls_backend.app:create_app()",
+    ]
+    print(
+        f"smartsize: serving on http://{args.host}:{args.port} "
+        f"(queue: {'redis' if settings.redis_url else 'in-process'})",
+        flush=True,
+    )
+    os.execv(sys.executable, argv)
+    return 0  # pragma: no cover
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from ls_backend.queue import run_worker
+
+    settings = _settings()
+    if not settings.redis_url:
+        raise ValueError("smartsize worker needs REDIS_URL (without it, serve runs cycles itself)")
+    settings.require_label_studio()
+    run_worker(settings.redis_url, burst=args.burst)
+    return 0
+
+
+def _cmd_cycle(args: argparse.Namespace) -> int:
+    import json
+
+    from ls_backend.cycle import run_cycle
+
+    report = run_cycle(args.project, _settings(), force=True, progress=True)
+    print(json.dumps(report, indent=1, default=str))
+    return 0 if report["status"] in ("ok", "skipped") else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smartsize",
@@ -33,7 +95,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="out/demo", help="folder for plots and results")
     demo.set_defaults(func=_cmd_demo)
 
+    serve = sub.add_parser("serve", help="run the ML backend (gunicorn) for Label Studio")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=9090)
+    serve.add_argument("--workers", type=int, default=1, help="processes (>1 needs REDIS_URL)")
+    serve.add_argument("--threads", type=int, default=8)
+    serve.set_defaults(func=_cmd_serve)
+
+    worker = sub.add_parser("worker", help="run queued cycles from redis (REDIS_URL)")
+    worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    worker.set_defaults(func=_cmd_worker)
+
+    cycle = sub.add_parser("cycle", help="run one ALO cycle for a project now and print it")
+    cycle.add_argument("--project", type=int, required=True)
+    cycle.set_defaults(func=_cmd_cycle)
+
     # --- subcommands added by other modules (keep one block per module) ---
+    from ls_backend.embed_cli import add_parser as _add_embed
+
+    _add_embed(sub)
     return parser
 
 
@@ -48,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
         # Expected user errors: one clear line, no traceback.
         print(f"smartsize: error: {exc}", file=sys.stderr)
         return 2
