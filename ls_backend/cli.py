@@ -13,7 +13,7 @@ from ls_backend import __version__
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ls_backend.demo import run_demo
+    from ls_backend.stack import run_demo
 
     return run_demo(args)
 
@@ -88,11 +88,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"smartsize {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="score a real dataset end to end and print what ALO does")
-    demo.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "digits"])
-    demo.add_argument("--n-pool", type=int, default=6000, help="unlabeled pool size")
+    demo = sub.add_parser(
+        "demo", help="the whole local stack: Label Studio, redis, smartsize, a demo project"
+    )
+    demo.add_argument("--workdir", default=".work/demo", help="data kept between runs")
+    demo.add_argument("--n-tasks", type=int, default=1000, help="images in the demo project")
+    demo.add_argument(
+        "--simulate",
+        type=int,
+        default=40,
+        help="tasks a simulated annotator labels in served order (0: none)",
+    )
+    demo.add_argument("--image-size", type=int, default=96, help="embedding input size")
+    demo.add_argument("--ls-port", type=int, default=8080)
+    demo.add_argument("--port", type=int, default=9090, help="the backend's port")
+    demo.add_argument("--redis-port", type=int, default=6390)
+    demo.add_argument("--no-redis", action="store_true", help="use the in-process queue")
+    demo.add_argument("--no-wait", action="store_true", help="stop after the first cycles")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--out", default="out/demo", help="folder for plots and results")
     demo.set_defaults(func=_cmd_demo)
 
     serve = sub.add_parser("serve", help="run the ML backend (gunicorn) for Label Studio")
@@ -114,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ls_backend.embed_cli import add_parser as _add_embed
 
     _add_embed(sub)
+    from ls_backend.bench.cli import add_parser as _add_bench
+
+    _add_bench(sub)
     return parser
 
 

@@ -224,6 +224,7 @@ def start_label_studio(
         str(port),
     ]
     env = label_studio_env(data_dir, username, password, token)
+    log_offset = log_path.stat().st_size if log_path.exists() else 0  # earlier runs' lines
     t0 = time.monotonic()
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
@@ -247,7 +248,7 @@ def start_label_studio(
         process=proc,
     )
     try:
-        _wait_for_label_studio(server, timeout)
+        _wait_for_label_studio(server, timeout, log_offset)
     except BaseException:
         server.stop(timeout=5)
         raise
@@ -255,7 +256,16 @@ def start_label_studio(
     return server
 
 
-def _wait_for_label_studio(server: LabelStudioProcess, timeout: float) -> None:
+def _new_log(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _wait_for_label_studio(server: LabelStudioProcess, timeout: float, log_offset: int = 0) -> None:
     assert server.process is not None
     deadline = time.monotonic() + timeout
     while True:
@@ -267,7 +277,7 @@ def _wait_for_label_studio(server: LabelStudioProcess, timeout: float) -> None:
                 f"Label Studio exited with code {server.process.returncode} before becoming "
                 f"healthy; log {server.log_path}:\n{_log_tail(server.log_path)}"
             )
-        log = _log_tail(server.log_path, 200)
+        log = _new_log(server.log_path, log_offset)
         moved = [int(p) for p in _PORT_LINE.findall(log) if int(p) != server.port]
         if moved:
             raise LocalServiceError(

@@ -195,11 +195,11 @@ def run_queued_cycle(project_id: int) -> Any:
 
     The pending flag is cleared only once the lock is held, so while another worker runs this
     project, later events still coalesce into this one waiting job."""
-    from rq import get_current_connection
+    from rq import get_current_job
 
     from ls_backend.cycle import run_cycle_from_env
 
-    conn = get_current_connection()
+    conn = get_current_job().connection
     lock = conn.lock(
         LOCK_KEY.format(project=project_id), timeout=LOCK_TIMEOUT_S, blocking_timeout=LOCK_TIMEOUT_S
     )

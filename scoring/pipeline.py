@@ -136,8 +136,10 @@ def score_round(
     )
 
     # Escalation sees out-of-fold probabilities for labelled rows, current ones for the rest.
+    # In cold start the model is too weak for its doubts to mean anything: only annotators'
+    # disagreement escalates, and there is no audit.
     esc_probs = None
-    if p is not None:
+    if p is not None and not cold:
         esc_probs = p.copy()
         if oof_probs is not None:
             oof = as_probs(oof_probs, "oof_probs")
@@ -166,7 +168,8 @@ def score_round(
     issue_reason = [""] * n
     confusions: list[dict] = []
     if (
-        oof_probs is not None
+        not cold
+        and oof_probs is not None
         and n_lab >= cfg.min_labels_for_audit
         and np.unique(y[labeled]).size >= 2
     ):
