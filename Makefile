@@ -2,7 +2,7 @@
 # Both install what they need first (scripts/setup.sh is idempotent).
 .PHONY: demo test test-unit lint setup setup-ls
 
-demo: setup
+demo: setup-ls
 	.venv/bin/smartsize demo
 
 test: setup-ls
