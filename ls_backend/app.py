@@ -229,6 +229,13 @@ def create_app(settings: Settings | None = None, queue=None) -> Flask:
                 extra[f"smartsize_queue_cycles_{attr}"] = getattr(queue, attr)
         return Response(metrics.render(extra), mimetype="text/plain; version=0.0.4")
 
+    @app.get("/status")
+    def status_page():
+        from ls_backend.status_page import render_status_page
+
+        html = render_status_page(settings.model_dir, queue, settings.label_studio_url)
+        return Response(html, mimetype="text/html")
+
     @app.get("/status/<int:project_id>")
     def status(project_id: int):
         state = load_state(settings.model_dir, project_id)

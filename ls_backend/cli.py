@@ -80,6 +80,33 @@ def _cmd_cycle(args: argparse.Namespace) -> int:
     return 0 if report["status"] in ("ok", "skipped") else 1
 
 
+def _cmd_connect(args: argparse.Namespace) -> int:
+    from ls_backend.cycle import ensure_views
+    from ls_backend.label_studio import LabelStudioClient
+
+    settings = _settings()
+    settings.require_label_studio()
+    auth = (settings.basic_auth_user, settings.basic_auth_pass) if settings.auth_enabled else None
+    with LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key) as client:
+        backends = [
+            b
+            for b in client.list_ml_backends(args.project)
+            if b.get("url", "").rstrip("/") == args.url.rstrip("/")
+        ]
+        if backends:
+            print(f"already connected: ML backend {backends[0]['id']} -> {args.url}")
+        else:
+            ml = client.connect_ml_backend(args.project, args.url, args.title, basic_auth=auth)
+            print(
+                f"connected ML backend {ml['id']} -> {args.url}"
+                + (" (webhook carries basic auth)" if auth else "")
+            )
+        views = ensure_views(client, args.project)
+        print("views: " + ", ".join(f"{title} (tab {vid})" for title, vid in views.items()))
+    print("press Train in the project's model settings to run the first cycle")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smartsize",
@@ -122,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     cycle = sub.add_parser("cycle", help="run one ALO cycle for a project now and print it")
     cycle.add_argument("--project", type=int, required=True)
     cycle.set_defaults(func=_cmd_cycle)
+
+    connect = sub.add_parser(
+        "connect", help="connect this backend to a Label Studio project (webhook auth, views)"
+    )
+    connect.add_argument("--project", type=int, required=True)
+    connect.add_argument("--url", required=True, help="the backend's URL as Label Studio sees it")
+    connect.add_argument("--title", default="smartsize")
+    connect.set_defaults(func=_cmd_connect)
 
     # --- subcommands added by other modules (keep one block per module) ---
     from ls_backend.embed_cli import add_parser as _add_embed

@@ -440,7 +440,7 @@ def _cycle(project_id, settings, client, state, force, progress, report) -> dict
 
     # ---- tags and views -------------------------------------------------------------------
     n_tagged = _write_tags(client, table, rows, scores)
-    _ensure_views(client, project_id)
+    views = ensure_views(client, project_id)
     t["write_s"] = round(time.perf_counter() - t0, 3)
 
     order = np.argsort(-scores.queue)
@@ -477,6 +477,7 @@ def _cycle(project_id, settings, client, state, force, progress, report) -> dict
         "pruned_versions": pruned,
         "n_tag_writes": n_tagged,
         "top": top,
+        "views": views,
     }
     report.update(out)
     report["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -545,9 +546,11 @@ def _write_tags(client, table: TaskTable, rows: np.ndarray, scores) -> int:
     return writes
 
 
-def _ensure_views(client, project_id: int) -> None:
+def ensure_views(client, project_id: int) -> dict[str, int]:
+    """The "SME escalation" and "Label audit" Data Manager tabs; returns their ids."""
+    views = {}
     for title, key in ((SME_VIEW, "needs_sme"), (AUDIT_VIEW, "label_issue")):
-        client.ensure_view(
+        views[title] = client.ensure_view(
             project_id,
             title,
             filters={
@@ -562,6 +565,7 @@ def _ensure_views(client, project_id: int) -> None:
                 ],
             },
         )
+    return views
 
 
 def run_cycle_from_env(project_id: int, force: bool = False) -> dict:

@@ -408,10 +408,12 @@ class RedisProcess:
     dir: Path
     process: subprocess.Popen = field(repr=False)
     host: str = "127.0.0.1"
+    password: str | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     def stop(self, timeout: float = 10.0) -> None:
         _stop_process_group(self.process, timeout)
@@ -423,17 +425,26 @@ class RedisProcess:
         self.stop()
 
 
-def _redis_ping(host: str, port: int) -> bool:
+def _redis_ping(host: str, port: int, password: str | None = None) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1.0) as s:
+            if password:
+                pw = password.encode()
+                s.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(pw), pw))
+                if not s.recv(64).startswith(b"+OK"):
+                    return False
             s.sendall(b"PING\r\n")
             return s.recv(64).startswith(b"+PONG")
     except OSError:
         return False
 
 
-def start_redis(port: int, dir: Path, timeout: float = 20.0) -> RedisProcess:
-    """Start ``redis-server`` on 127.0.0.1:port without persistence; wait until it answers PING."""
+def start_redis(
+    port: int, dir: Path, timeout: float = 20.0, password: str | None = None
+) -> RedisProcess:
+    """Start ``redis-server`` on 127.0.0.1:port without persistence; wait until it answers PING.
+
+    With ``password``, clients must authenticate (``requirepass``; ``url`` carries it)."""
     exe = shutil.which("redis-server") or "/usr/bin/redis-server"
     if not Path(exe).exists():
         raise LocalServiceError("redis-server is not installed (Debian package redis-server)")
@@ -459,6 +470,8 @@ def start_redis(port: int, dir: Path, timeout: float = 20.0) -> RedisProcess:
         "--logfile",
         str(log_path),
     ]
+    if password:
+        cmd += ["--requirepass", password]
     proc = subprocess.Popen(
         cmd,
         cwd=dir,
@@ -467,9 +480,9 @@ def start_redis(port: int, dir: Path, timeout: float = 20.0) -> RedisProcess:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    server = RedisProcess(port=port, dir=dir, process=proc)
+    server = RedisProcess(port=port, dir=dir, process=proc, password=password)
     deadline = time.monotonic() + timeout
-    while not _redis_ping(server.host, port):
+    while not _redis_ping(server.host, port, password):
         if proc.poll() is not None or time.monotonic() > deadline:
             server.stop(timeout=2)
             raise LocalServiceError(

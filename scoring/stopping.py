@@ -52,13 +52,17 @@ def _check_history(n_labels, metric) -> tuple[np.ndarray, np.ndarray]:
     return n, y
 
 
-def fit_learning_curve(n_labels, metric) -> LearningCurve:
+def fit_learning_curve(n_labels, metric, max_metric: float | None = 1.0) -> LearningCurve:
     """Least-squares fit of ``a - b n^-c``: for each ``c`` on a grid the model is linear in
-    ``(a, b)`` and solved exactly (with ``b >= 0``); the ``c`` with the lowest error wins.
-    Deterministic, no iterative optimiser to fail. Needs >= 3 points with >= 2 distinct n."""
+    ``(a, b)`` and solved exactly (with ``b >= 0`` and ``a <= max_metric``, the best score the
+    metric allows: 1 for accuracy or F1; None for no bound); the ``c`` with the lowest error
+    wins. Deterministic, no iterative optimiser to fail. Needs >= 3 points with >= 2
+    distinct n."""
     n, y = _check_history(n_labels, metric)
     if n.size < 3 or np.unique(n).size < 2:
         raise ValueError("a learning curve needs at least 3 points with 2 distinct label counts")
+    if max_metric is not None and y.max() > max_metric:
+        raise ValueError(f"metric values exceed max_metric={max_metric}")
     best = None
     for c in C_GRID:
         x = np.power(n, -c)
@@ -67,6 +71,10 @@ def fit_learning_curve(n_labels, metric) -> LearningCurve:
         slope = np.sum((x - xm) * (y - ym)) / var if var > 0 else 0.0
         b = max(0.0, -slope)  # perf rises with n <=> negative slope in x = n^-c
         a = ym + b * xm
+        if max_metric is not None and a > max_metric:
+            # the plateau cannot beat a perfect score: fix a there, refit b alone
+            a = max_metric
+            b = max(0.0, float(np.sum(x * (a - y)) / np.sum(x * x)))
         sse = float(np.sum((y - (a - b * x)) ** 2))
         if best is None or sse < best[0] - 1e-15:
             best = (sse, a, b, c)
@@ -148,6 +156,7 @@ def stopping_rule(
     kappa_threshold: float = 0.99,
     n_bootstrap: int = 200,
     interval: float = 0.8,
+    max_metric: float | None = 1.0,
     seed: int = 0,
     metric_name: str = "macro-F1",
 ) -> StoppingDecision:
@@ -157,7 +166,8 @@ def stopping_rule(
     from :func:`fit_learning_curve`; its ``interval`` band comes from a bootstrap over the
     history points. STOP when the UPPER end of that band is below ``tau`` (so noise alone does
     not stop a project that is still learning) and, when ``stability_kappa`` (Cohen's kappa of
-    successive models on a stop set) is given, it is at least ``kappa_threshold``.
+    successive models on a stop set) is given, it is at least ``kappa_threshold``. The
+    plateau is capped at ``max_metric`` (1 for F1 or accuracy).
     ``labels_worth_buying`` is how many more labels the fitted curve says still return at
     least ``tau`` each: ``n* - n_now`` with ``perf'(n*) = tau * cost``.
     """
@@ -183,7 +193,7 @@ def stopping_rule(
             **common,
         )
 
-    curve = fit_learning_curve(n, y)
+    curve = fit_learning_curve(n, y, max_metric)
     gain = float(curve.gain(used)) / cost_per_label
     rng = np.random.default_rng(seed)
     boot = []
@@ -191,7 +201,8 @@ def stopping_rule(
         pick = rng.integers(0, n.size, n.size)
         if np.unique(n[pick]).size < 2:
             continue
-        boot.append(float(fit_learning_curve(n[pick], y[pick]).gain(used)) / cost_per_label)
+        refit = fit_learning_curve(n[pick], y[pick], max_metric)
+        boot.append(float(refit.gain(used)) / cost_per_label)
     lo_q, hi_q = (1 - interval) / 2, 1 - (1 - interval) / 2
     lo, hi = np.quantile(boot, [lo_q, hi_q]) if boot else (gain, gain)
     lo, hi = float(min(lo, gain)), float(max(hi, gain))

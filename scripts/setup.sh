@@ -15,9 +15,20 @@ done
 
 PYTHON=${PYTHON:-python3}
 LS_VERSION=1.23.2
-APT_PACKAGES=(redis-server dataset-fashion-mnist)
+APT_PACKAGES=(redis-server dataset-fashion-mnist chromium)  # chromium: status page test
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+# pip is chatty (one warning per local index entry here): keep its output in a log, show the
+# tail only when it fails.
+pip_quiet() {
+  local venv=$1; shift
+  mkdir -p .work
+  if ! "$venv/bin/pip" install -q "$@" > .work/pip.log 2>&1; then
+    tail -n 30 .work/pip.log >&2
+    log "pip install $* failed; full log in .work/pip.log"
+    return 1
+  fi
+}
 
 # --- Debian packages -------------------------------------------------------------------------
 missing=()
@@ -58,9 +69,9 @@ digest=$(printf '%s' "$inputs" | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   log "installing torch ($TORCH_SPEC); the first time this takes a few minutes"
   # shellcheck disable=SC2086
-  .venv/bin/pip install -q $TORCH_SPEC
+  pip_quiet .venv $TORCH_SPEC
   log "installing smartsize with its dev and text extras"
-  .venv/bin/pip install -q -e ".[dev,text]"
+  pip_quiet .venv -e ".[dev,text]"
   echo "$digest" > "$stamp"
 else
   log ".venv is up to date"
@@ -71,7 +82,7 @@ if [ "$want_ls" = 1 ]; then
   if ! .venv-ls/bin/python -c "import label_studio, sys; sys.exit(label_studio.__version__ != '$LS_VERSION')" 2>/dev/null; then
     log "installing label-studio==$LS_VERSION into .venv-ls (about a minute)"
     [ -x .venv-ls/bin/python ] || $PYTHON -m venv .venv-ls
-    .venv-ls/bin/pip install -q "label-studio==$LS_VERSION"
+    pip_quiet .venv-ls "label-studio==$LS_VERSION"
   else
     log ".venv-ls has label-studio $LS_VERSION"
   fi

@@ -72,3 +72,14 @@ def test_cohens_kappa_hand_computed():
     # po = 0.75, pe = (2*1 + 2*3) / 16 = 0.5 -> kappa 0.5
     assert cohens_kappa([0, 0, 1, 1], [0, 1, 1, 1]) == pytest.approx(0.5)
     assert cohens_kappa([1, 1], [1, 1]) == 1.0
+
+
+def test_plateau_never_exceeds_a_perfect_score():
+    # Three early points on a steep rise: an unbounded fit puts the plateau above 1.
+    n = np.array([10, 20, 28])
+    y = np.array([0.23, 0.71, 0.86])
+    curve = fit_learning_curve(n, y)
+    assert curve.a <= 1.0
+    assert fit_learning_curve(n, y, max_metric=None).a > 1.0
+    with pytest.raises(ValueError, match="max_metric"):
+        fit_learning_curve(n, y * 2)
