@@ -66,7 +66,10 @@ class Metrics:
 def _json_body() -> dict:
     if not request.data:
         raise BadRequest("empty body; send a JSON object")
-    body = request.get_json(force=True, silent=True)
+    try:
+        body = request.get_json(force=True, silent=True)
+    except RecursionError:  # silent=True only covers ValueError; "[[[[..." nests too deep
+        raise BadRequest("the JSON body is nested too deeply") from None
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body

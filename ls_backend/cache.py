@@ -87,6 +87,22 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _enable_wal(conn: sqlite3.Connection, timeout: float = 60.0) -> None:
+    """Switch the index to WAL (persistent; a no-op once done). Changing the journal mode
+    needs a moment alone with the file and sqlite does not always wait for it (a second
+    process opening the cache at the same time got "database is locked"), so retry."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class EmbeddingCache:
     """Embeddings keyed by ``(task_id, content_hash)`` in one namespace of dimension ``dim``."""
 
@@ -126,9 +142,9 @@ class EmbeddingCache:
                 isolation_level=None,  # explicit BEGIN/COMMIT below
                 check_same_thread=False,
             )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=120000")
+            _enable_wal(conn)
+            conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
             self._conn = conn
             self._pid = os.getpid()

@@ -41,9 +41,10 @@ def _parse_float(
     return value
 
 
-def _parse_int(env: Mapping[str, str], name: str, default: int, low: int = 0) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
+def parse_int_env(env: Mapping[str, str], name: str, default: int | None, low: int = 0):
+    """``env[name]`` as an int >= ``low`` (``default`` when unset or empty)."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
         return default
     try:
         value = int(raw)
@@ -95,6 +96,7 @@ class Settings:
     batch_size: int = 50
     diversity: float = 0.5
     min_new_annotations: int = 1
+    max_escalations: int = 100
     allowed_hosts: tuple[str, ...] = ()
     max_image_bytes: int = 20 * 1024 * 1024
     keep_versions: int = 2
@@ -146,12 +148,13 @@ class Settings:
             cost_per_label=_parse_float(env, "SMARTSIZE_COST_PER_LABEL", 1.0, low=0, low_open=True),
             criticality=parse_class_weights(env.get("SMARTSIZE_CRITICALITY", "")),
             critical_classes=critical,
-            batch_size=_parse_int(env, "SMARTSIZE_BATCH_SIZE", 50, low=1),
+            batch_size=parse_int_env(env, "SMARTSIZE_BATCH_SIZE", 50, low=1),
             diversity=_parse_float(env, "SMARTSIZE_DIVERSITY", 0.5, low=0, high=1),
-            min_new_annotations=_parse_int(env, "SMARTSIZE_MIN_NEW_ANNOTATIONS", 1, low=1),
+            min_new_annotations=parse_int_env(env, "SMARTSIZE_MIN_NEW_ANNOTATIONS", 1, low=1),
+            max_escalations=parse_int_env(env, "SMARTSIZE_MAX_ESCALATIONS", 100, low=0),
             allowed_hosts=hosts,
-            max_image_bytes=_parse_int(env, "SMARTSIZE_MAX_IMAGE_BYTES", 20 * 1024 * 1024, 1024),
-            keep_versions=_parse_int(env, "SMARTSIZE_KEEP_VERSIONS", 2, low=1),
+            max_image_bytes=parse_int_env(env, "SMARTSIZE_MAX_IMAGE_BYTES", 20 * 1024 * 1024, 1024),
+            keep_versions=parse_int_env(env, "SMARTSIZE_KEEP_VERSIONS", 2, low=1),
             ambiguous_margin=_parse_float(env, "SMARTSIZE_AMBIGUOUS_MARGIN", 0.1, 0, 1),
             contested=_parse_float(env, "SMARTSIZE_CONTESTED", 0.5, 0, 1),
             model_disagreement=_parse_float(env, "SMARTSIZE_MODEL_DISAGREEMENT", 0.9, 0, 1),

@@ -351,6 +351,7 @@ def _cycle(project_id, settings, client, state, force, progress, report) -> dict
         criticality=crit,
         critical_classes=critical,
         batch_size=settings.batch_size,
+        max_escalations=settings.max_escalations,
         diversity=settings.diversity,
         thresholds=thresholds,
     )
@@ -541,7 +542,9 @@ def _write_tags(client, table: TaskTable, rows: np.ndarray, scores) -> int:
         if have == want:
             continue
         remove = [key for key in TAG_KEYS if key in have and key not in want]
-        client.update_task_data(int(table.ids[i]), want, remove_keys=remove)
+        # The data was read at the start of this cycle; task data is written by importers and
+        # by this service, not by annotators, so merging into it saves one read per task.
+        client.update_task_data(int(table.ids[i]), want, remove_keys=remove, current=table.data[i])
         writes += 1
     return writes
 

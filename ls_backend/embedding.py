@@ -453,16 +453,9 @@ class ImageEmbedder:
 
 
 def _env_int(env: Mapping[str, str], name: str, minimum: int) -> int | None:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
+    from ls_backend.config import parse_int_env
+
+    return parse_int_env(env, name, None, minimum)
 
 
 def image_embedder_kwargs_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:

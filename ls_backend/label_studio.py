@@ -388,15 +388,21 @@ class LabelStudioClient:
             page += 1
 
     def update_task_data(
-        self, task_id: int, updates: dict[str, Any], remove_keys: Iterable[str] = ()
+        self,
+        task_id: int,
+        updates: dict[str, Any],
+        remove_keys: Iterable[str] = (),
+        current: dict[str, Any] | None = None,
     ) -> dict:
         """Set ``updates`` and drop ``remove_keys`` in a task's data; other keys are kept.
 
         Label Studio's PATCH replaces the whole data dict, so this reads, merges and writes back
-        (skipping the write when nothing changes). Returns the resulting data dict.
+        (skipping the write when nothing changes). ``current``: the task's data as just read
+        (e.g. by ``iter_tasks``), which saves the read. Returns the resulting data dict.
         """
-        task = self.get_task(task_id)
-        data = dict(task.get("data") or {})
+        if current is None:
+            current = self.get_task(task_id).get("data")
+        data = dict(current or {})
         new = dict(data)
         for key in remove_keys:
             new.pop(key, None)

@@ -63,6 +63,9 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         if s.connect_ex((host, port)) == 0:
             return False
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As servers do (Label Studio's, redis): connections of a stopped server left in
+        # TIME_WAIT must not make its port look busy when it restarts on the same port.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

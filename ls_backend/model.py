@@ -88,8 +88,8 @@ class SmartsizeModel:
                 project_id,
             )
             return empty
-        ids = np.array([int(t.get("id", -1)) for t in tasks])
-        values = [(t.get("data") or {}).get(config.value_key) for t in tasks]
+        ids = np.array([_task_id(t) for t in tasks], dtype=np.int64)
+        values = [_task_data(t).get(config.value_key) for t in tasks]
         hashes = [content_hash(v) for v in values]
         embedder = get_embedder(self.settings, config.object_type)
         if stored.meta.get("embedder") not in (None, embedder.cache_id):
@@ -128,6 +128,20 @@ class SmartsizeModel:
         if self.queue is None:
             raise RuntimeError("no queue configured")
         return self.queue.request(int(project_id), force=TRAINING_EVENTS[event])
+
+
+def _task_id(task: dict) -> int:
+    """The task's id, or -1 when it is missing or not an integer Label Studio could send."""
+    tid = task.get("id")
+    if isinstance(tid, int) and not isinstance(tid, bool) and 0 <= tid < 2**63:
+        return tid
+    return -1
+
+
+def _task_data(task: dict) -> dict:
+    """The task's ``data`` when it is an object (anything else has no media: empty result)."""
+    data = task.get("data")
+    return data if isinstance(data, dict) else {}
 
 
 def check_label_config(xml: str) -> str | None:

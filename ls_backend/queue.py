@@ -25,6 +25,11 @@ PENDING_KEY = "smartsize:pending:{project}"
 RUNNING_KEY = "smartsize:running:{project}"
 LOCK_KEY = "smartsize:lock:{project}"
 LOCK_TIMEOUT_S = 3 * 3600
+# The project lock and the "running" flag live this long unless the running job renews them
+# (every LOCK_RENEW_S): a worker killed mid-cycle (kill -9, OOM, lost machine) blocks the
+# project for at most LOCK_TTL_S, not for LOCK_TIMEOUT_S.
+LOCK_TTL_S = 30
+LOCK_RENEW_S = 5
 CycleRunner = Callable[[int, bool], Any]  # (project_id, force) -> report
 
 
@@ -195,22 +200,44 @@ def run_queued_cycle(project_id: int) -> Any:
 
     The pending flag is cleared only once the lock is held, so while another worker runs this
     project, later events still coalesce into this one waiting job."""
+    import redis
     from rq import get_current_job
 
     from ls_backend.cycle import run_cycle_from_env
 
     conn = get_current_job().connection
+    running = RUNNING_KEY.format(project=project_id)
     lock = conn.lock(
-        LOCK_KEY.format(project=project_id), timeout=LOCK_TIMEOUT_S, blocking_timeout=LOCK_TIMEOUT_S
+        LOCK_KEY.format(project=project_id), timeout=LOCK_TTL_S, blocking_timeout=LOCK_TIMEOUT_S
     )
-    with lock:
+    if not lock.acquire():
+        raise RuntimeError(f"project {project_id} stayed locked for {LOCK_TIMEOUT_S} s")
+    done = threading.Event()
+
+    def keep_alive() -> None:
+        while not done.wait(LOCK_RENEW_S):
+            try:
+                lock.extend(LOCK_TTL_S, replace_ttl=True)
+                conn.set(running, "1", ex=LOCK_TTL_S)
+            except redis.RedisError as exc:  # redis down or restarted: the cycle goes on
+                log.warning("project %s: lock not renewed (%s)", project_id, type(exc).__name__)
+
+    renewer = threading.Thread(target=keep_alive, name="smartsize-lock", daemon=True)
+    try:
         force = conn.get(PENDING_KEY.format(project=project_id)) == b"1"
         conn.delete(PENDING_KEY.format(project=project_id))
-        conn.set(RUNNING_KEY.format(project=project_id), "1", ex=LOCK_TIMEOUT_S)
+        conn.set(running, "1", ex=LOCK_TTL_S)
+        renewer.start()
+        report = run_cycle_from_env(project_id, force=force)
+    finally:
+        done.set()
+        if renewer.is_alive():
+            renewer.join()
         try:
-            report = run_cycle_from_env(project_id, force=force)
-        finally:
-            conn.delete(RUNNING_KEY.format(project=project_id))
+            conn.delete(running)
+            lock.release()
+        except redis.RedisError as exc:  # lost with a redis restart: it expires by itself
+            log.warning("project %s: lock not released (%s)", project_id, type(exc).__name__)
     return report
 
 

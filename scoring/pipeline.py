@@ -40,6 +40,7 @@ class ScoringConfig:
     n_clusters: int = 0
     thresholds: EscalationThresholds = field(default_factory=EscalationThresholds)
     min_labels_for_audit: int = 20
+    max_escalations: int = 100  # an SME queue people can work through; 0 = no cap
     seed: int = 0
 
 
@@ -163,6 +164,11 @@ def score_round(
             thresholds=cfg.thresholds,
             class_names=class_names,
         )
+        if cfg.max_escalations and escalate.sum() > cfg.max_escalations:
+            escalate = _keep_most_severe(
+                escalate, cfg.max_escalations, esc_probs, vote_dis, model_dis, cfg.critical_classes
+            )
+            esc_reason = [r if e else "" for r, e in zip(esc_reason, escalate, strict=True)]
 
     issue = np.zeros(n, bool)
     issue_reason = [""] * n
@@ -209,3 +215,22 @@ def score_round(
         confusions,
         clusters,
     )
+
+
+def _keep_most_severe(escalate, limit, probs, vote_dis, model_dis, critical) -> np.ndarray:
+    """Keep the ``limit`` escalations with the strongest signal: the largest of annotator
+    disagreement, model disagreement, critical-class probability and margin uncertainty."""
+    n = escalate.size
+    severity = np.zeros(n)
+    for signal in (vote_dis, model_dis):
+        if signal is not None:
+            severity = np.maximum(severity, signal)
+    if probs is not None:
+        severity = np.maximum(severity, uncertainty(probs, "margin"))
+        for c in critical:
+            severity = np.maximum(severity, probs[:, c])
+    idx = np.flatnonzero(escalate)
+    keep = idx[np.argsort(-severity[idx], kind="stable")[:limit]]
+    out = np.zeros(n, bool)
+    out[keep] = True
+    return out

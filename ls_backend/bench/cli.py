@@ -152,3 +152,7 @@ def add_parser(sub) -> None:
     sc.add_argument("--seed", type=int, default=0)
     sc.add_argument("--out", required=True)
     sc.set_defaults(func=_run("scaling"))
+
+    from ls_backend.bench.service import add_service_parser
+
+    add_service_parser(bsub)

@@ -24,6 +24,7 @@ mean, and the area under the learning curve (mean metric over the budget range).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -329,7 +330,7 @@ def label_schedule(seed_size: int, checkpoints, growth: float, n_pool: int) -> l
     top = min(max(checkpoints), n_pool)
     counts = {int(seed_size), *(int(c) for c in checkpoints if c <= top)}
     marks = sorted(c for c in counts if seed_size <= c <= top)
-    for lo, hi in zip(marks[:-1], marks[1:], strict=True):
+    for lo, hi in itertools.pairwise(marks):
         steps = max(1, math.ceil(math.log(hi / lo) / math.log(growth) - 1e-9))
         counts.update(round(lo * (hi / lo) ** (s / steps)) for s in range(1, steps))
     return sorted(c for c in counts if seed_size <= c <= top)

@@ -142,12 +142,12 @@ def run_stopping(args) -> int:
             f"{n_lab[oracle]} labels [{time.time() - t0:.0f}s]"
         )
         for e in sweep:
-            kk, nk = e["kappa"], e["no_kappa"]
-            log(
-                f"  tau {e['tau']:8.1e}: stop at {kk['labels_bought']:6d} labels (F1 "
-                f"{kk['test_macro_f1']:.4f}) with kappa gate; {nk['labels_bought']:6d} (F1 "
-                f"{nk['test_macro_f1']:.4f}) without"
-            )
+            words = []
+            for gate, name in (("kappa", "with kappa gate"), ("no_kappa", "without")):
+                g = e[gate]
+                where = "STOP at" if g["stopped"] else "never stops, ran to"
+                words.append(f"{where} {g['labels_bought']} (F1 {g['test_macro_f1']:.4f}) {name}")
+            log(f"  tau {e['tau']:8.1e}: " + "; ".join(words))
     results = {
         "dataset": args.dataset,
         "taus": taus,

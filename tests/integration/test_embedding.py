@@ -71,9 +71,9 @@ def test_env_configuration_is_parsed_and_validated(tmp_path: Path):
     }
     assert image_embedder_kwargs_from_env({"SMARTSIZE_CHECKPOINT": str(ckpt)})["checkpoint"]
     bad = [
-        ({"SMARTSIZE_IMAGE_SIZE": "big"}, "SMARTSIZE_IMAGE_SIZE must be an integer"),
-        ({"SMARTSIZE_IMAGE_SIZE": "4"}, "SMARTSIZE_IMAGE_SIZE must be >= 16"),
-        ({"SMARTSIZE_BATCH_SIZE": "0"}, "SMARTSIZE_BATCH_SIZE must be >= 1"),
+        ({"SMARTSIZE_IMAGE_SIZE": "big"}, "SMARTSIZE_IMAGE_SIZE='big' is not an integer"),
+        ({"SMARTSIZE_IMAGE_SIZE": "4"}, "SMARTSIZE_IMAGE_SIZE='4' must be >= 16"),
+        ({"SMARTSIZE_BATCH_SIZE": "0"}, "SMARTSIZE_BATCH_SIZE='0' must be >= 1"),
         ({"SMARTSIZE_WEIGHTS": "imagenet"}, "SMARTSIZE_WEIGHTS must be one of"),
         ({"SMARTSIZE_CHECKPOINT": str(tmp_path / "nope.pth")}, "no such file"),
     ]

@@ -6,9 +6,8 @@ Runs once with the in-process queue and once with redis + an rq worker."""
 from __future__ import annotations
 
 import base64
-import os
-import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,24 +16,20 @@ import requests
 from ls_backend import localstack
 from ls_backend.demo_project import choice_result, choices_label_config, fashion_tasks
 from ls_backend.label_studio import STATUS_BEGIN, LabelStudioClient
+from tests.integration.helpers import (
+    AUTH,
+    backend_env,
+    start_backend,
+    status,
+    stop_backend,
+    wait_for_cycle,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # Trouser, Sneaker, Bag: visually distinct, so a few labels train a good head; Sneaker is rare.
 CLASSES = (1, 7, 8)
 N_TASKS = 90
-AUTH = ("smartsize", "backend-pass-123")
-
-
-def wait_for(predicate, timeout=180.0, every=0.5, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture(scope="module", params=["in-process", "redis"])
@@ -42,66 +37,26 @@ def backend(request, label_studio, tmp_path_factory):
     """A running smartsize (gunicorn) with basic auth, plus an rq worker in redis mode."""
     mode = request.param
     tmp = tmp_path_factory.mktemp(f"smartsize-{mode}")
-    env = {
-        **os.environ,
-        "LABEL_STUDIO_URL": label_studio.url,
-        "LABEL_STUDIO_API_KEY": label_studio.pat,
-        "MODEL_DIR": str(tmp / "model"),
-        "BASIC_AUTH_USER": AUTH[0],
-        "BASIC_AUTH_PASS": AUTH[1],
-        "SMARTSIZE_IMAGE_SIZE": "64",
-        "SMARTSIZE_BATCH_SIZE": "10",
-        "SMARTSIZE_CRITICAL_CLASSES": "Sneaker",
-    }
-    procs = []
+    redis = None
     if mode == "redis":
         redis = localstack.start_redis(localstack.free_port(), tmp / "redis")
-        procs.append(redis)
-        env["REDIS_URL"] = redis.url
-    port = localstack.free_port()
-    exe = [sys.executable, "-m", "ls_backend.cli"]
-    procs.append(
-        localstack.start_process(
-            [*exe, "serve", "--host", "127.0.0.1", "--port", str(port)], env, tmp / "serve.log"
-        )
+    env = backend_env(
+        label_studio.url,
+        label_studio.pat,
+        tmp / "model",
+        redis_url=redis.url if redis else None,
+        SMARTSIZE_CRITICAL_CLASSES="Sneaker",
     )
-    url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _up(url), 60, what=f"smartsize on {url}")
-    if mode == "redis":
-        procs.append(localstack.start_process([*exe, "worker"], env, tmp / "worker.log"))
-    yield {"url": url, "mode": mode, "tmp": tmp}
-    for proc in reversed(procs):
-        proc.stop()
-
-
-def _up(url):
     try:
-        return requests.get(f"{url}/health", auth=AUTH, timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-def status(backend, project_id):
-    r = requests.get(f"{backend['url']}/status/{project_id}", auth=AUTH, timeout=5)
-    r.raise_for_status()
-    return r.json()
-
-
-def wait_for_cycle(backend, project_id, *, after: str | None, n_labeled=None, timeout=240):
-    def done():
-        s = status(backend, project_id)
-        rep = s.get("last_report") or {}
-        fresh = rep.get("finished_at") and rep.get("finished_at") != after
-        busy = s["queue"].get("running") or s["queue"].get("pending")
-        if not fresh or busy or rep.get("status") == "running":
-            return None
-        if rep["status"] == "error":
-            raise AssertionError(f"cycle failed: {rep['error']}")
-        if n_labeled is not None and rep.get("n_labeled") != n_labeled:
-            return None
-        return rep
-
-    return wait_for(done, timeout, what=f"a cycle of project {project_id}")
+        running = start_backend(env, tmp, worker=mode == "redis")
+    except BaseException:
+        if redis:
+            redis.stop()
+        raise
+    yield {**running, "mode": mode}
+    stop_backend(running)
+    if redis:
+        redis.stop()
 
 
 @pytest.fixture(scope="module")
@@ -215,3 +170,72 @@ def test_end_to_end(label_studio, backend, project):
     assert client.get_project(pid)["model_version"] == again["model_version"]
     kept = [v for v in client.list_model_versions(pid) if v.startswith("smartsize-")]
     assert len(kept) <= 2 and cold["model_version"] not in kept
+
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1200,1500",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def test_status_page_in_chromium(backend, project, chromium, tmp_path):
+    """The HTML status page, loaded in a real headless Chromium from the running backend,
+    shows the numbers the JSON status has; a screenshot is kept in test-artifacts/."""
+    import subprocess
+
+    exe = chromium
+    pid = project["id"]
+    rep = status(backend, pid)["last_success"]
+    url = backend["url"].replace("http://", f"http://{AUTH[0]}:{AUTH[1]}@") + "/status"
+    flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}"]
+    dom = subprocess.run(
+        [exe, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120
+    ).stdout
+    section = dom[dom.index(f'id="project-{pid}"') :]
+    section = section[: section.index("</section>")]
+    assert f'data-field="decision">{rep["stopping"]["decision"]}<' in section
+    for label, value in (
+        ("labels used", rep["n_labeled"]),
+        ("tasks", rep["n_tasks"]),
+        ("SME escalations", rep["n_escalated"]),
+        ("label issues", rep["n_label_issues"]),
+    ):
+        assert f"<th>{label}</th><td>{value}</td>" in section, label
+    assert "<svg" in section and rep["model_version"] in section
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / f"status-{backend['mode']}.png"
+    subprocess.run([exe, *flags, f"--screenshot={shot}", url], capture_output=True, timeout=120)
+    assert shot.stat().st_size > 10_000
+
+
+def test_connect_command(label_studio, backend, monkeypatch, capsys):
+    """`smartsize connect` on an existing project: backend, webhook auth header, views."""
+    from ls_backend.cli import main
+
+    client = LabelStudioClient(label_studio.url, label_studio.pat)
+    pid = client.create_project("smartsize connect", choices_label_config(["a", "b"]))["id"]
+    for key, value in {
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": label_studio.legacy_token,
+        "BASIC_AUTH_USER": AUTH[0],
+        "BASIC_AUTH_PASS": AUTH[1],
+    }.items():
+        monkeypatch.setenv(key, value)
+    assert main(["connect", "--project", str(pid), "--url", backend["url"]]) == 0
+    assert main(["connect", "--project", str(pid), "--url", backend["url"]]) == 0  # idempotent
+    out = capsys.readouterr().out
+    assert "connected ML backend" in out and "already connected" in out
+    assert len(client.list_ml_backends(pid)) == 1
+    hooks = [h for h in client.list_webhooks(pid) if h["url"].startswith(backend["url"])]
+    assert hooks and all(h["headers"].get("Authorization", "").startswith("Basic ") for h in hooks)
+    titles = [v["data"]["title"] for v in client.list_views(pid)]
+    assert titles.count("SME escalation") == 1 and titles.count("Label audit") == 1
+    client.close()

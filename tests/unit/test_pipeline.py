@@ -72,3 +72,19 @@ def test_input_checks():
         score_round(x, y[:-1])
     with pytest.raises(ValueError, match="rows"):
         score_round(x, y, pred_probs=np.full((3, 4), 0.25))
+
+
+def test_escalations_are_capped_to_the_most_severe():
+    x, y = blobs(seed=4)
+    p = model_probs(x, y, 4, temperature=50.0)  # a flat, doubtful model: everything ambiguous
+    labels = np.full(len(y), -1)
+    labels[:100] = y[:100]
+    many = score_round(x, labels, pred_probs=p, config=ScoringConfig(max_escalations=0))
+    capped = score_round(x, labels, pred_probs=p, config=ScoringConfig(max_escalations=7))
+    assert many.escalate.sum() > 7 and capped.escalate.sum() == 7
+    assert set(np.flatnonzero(capped.escalate)) <= set(np.flatnonzero(many.escalate))
+    assert all(bool(r) == e for r, e in zip(capped.escalation_reason, capped.escalate, strict=True))
+    margin_gap = np.sort(p, axis=1)[:, -1] - np.sort(p, axis=1)[:, -2]
+    kept = np.flatnonzero(capped.escalate)
+    dropped = np.setdiff1d(np.flatnonzero(many.escalate), kept)
+    assert margin_gap[kept].max() <= margin_gap[dropped].min() + 1e-12
