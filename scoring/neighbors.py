@@ -40,7 +40,9 @@ def normalize(embeddings, center: bool = False) -> np.ndarray:
 
 def _ivf_index(x: np.ndarray, seed: int, nlist: int | None, nprobe: int | None):
     n, d = x.shape
-    nlist = nlist or int(np.clip(4 * np.sqrt(n), 16, 4096))
+    # Measured on 100k x 256 clustered rows (2 cores): 2*sqrt(n) lists probed 8 at a time gave
+    # recall@3 0.997 in half the time of 4*sqrt(n) lists probed 19 at a time (recall 1.0).
+    nlist = nlist or int(np.clip(2 * np.sqrt(n), 16, 4096))
     nlist = min(nlist, max(1, n // 39))
     quantizer = faiss.IndexFlatIP(d)
     index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
@@ -52,7 +54,7 @@ def _ivf_index(x: np.ndarray, seed: int, nlist: int | None, nprobe: int | None):
     sample = x if n_train == n else x[np.sort(rng.choice(n, n_train, replace=False))]
     index.train(sample)
     index.add(x)
-    index.nprobe = nprobe or max(8, nlist // 64)
+    index.nprobe = nprobe or 8
     return index
 
 

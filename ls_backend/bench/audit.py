@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ls_backend.bench.simulate import evaluate, log, parse_float_list, prepare
+from ls_backend.bench.simulate import evaluate, log, parse_float_list, prepare_from_args
 
 
 def _cleanlab():
@@ -111,14 +111,7 @@ def run_audit(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.time()
-    data = prepare(
-        args.dataset,
-        cache_dir=Path(args.cache_dir),
-        backbone=args.backbone,
-        image_size=args.image_size,
-        pool_size=args.pool_size,
-        test_size=args.test_size,
-    )
+    data = prepare_from_args(args)
     k = data.n_classes
     names = data.class_names
     rates = parse_float_list(args.rates)

@@ -288,6 +288,19 @@ def prepare(
 # ----------------------------------------------------------------------------------------------
 
 
+def prepare_from_args(args, **extra) -> Prepared:
+    """:func:`prepare` with the data options every benchmark command shares."""
+    return prepare(
+        args.dataset,
+        cache_dir=Path(args.cache_dir),
+        backbone=args.backbone,
+        image_size=args.image_size,
+        pool_size=args.pool_size,
+        test_size=args.test_size,
+        **extra,
+    )
+
+
 def evaluate(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, rare=()) -> dict:
     from sklearn.metrics import f1_score, recall_score
 
@@ -451,13 +464,8 @@ def run_label_efficiency(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.time()
-    data = prepare(
-        args.dataset,
-        cache_dir=Path(args.cache_dir),
-        backbone=args.backbone,
-        image_size=args.image_size,
-        pool_size=args.pool_size,
-        test_size=args.test_size,
+    data = prepare_from_args(
+        args,
         rare_classes=rare,
         rare_fraction=args.rare_fraction,
     )

@@ -23,7 +23,7 @@ from ls_backend.bench.simulate import (
     label_schedule,
     log,
     parse_float_list,
-    prepare,
+    prepare_from_args,
     simulate,
 )
 
@@ -39,14 +39,7 @@ def run_stopping(args) -> int:
     taus = sorted(parse_float_list(args.taus), reverse=True)
     if len(taus) < 1 or any(t <= 0 for t in taus):
         raise ValueError("--taus must be positive numbers")
-    data = prepare(
-        args.dataset,
-        cache_dir=Path(args.cache_dir),
-        backbone=args.backbone,
-        image_size=args.image_size,
-        pool_size=args.pool_size,
-        test_size=args.test_size,
-    )
+    data = prepare_from_args(args)
     k = data.n_classes
     rng = np.random.default_rng(1234)
     perm = rng.permutation(data.y.size)
