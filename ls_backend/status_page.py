@@ -44,6 +44,7 @@ def learning_curve_svg(history: list[dict], stopping: dict) -> str | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     n = np.array([h["n_labels"] for h in history], dtype=float)
     y = np.array([h["metric"] for h in history], dtype=float)
@@ -61,6 +62,7 @@ def learning_curve_svg(history: list[dict], stopping: dict) -> str | None:
         )
         gain = curve["b"] * curve["c"] * grid ** (-curve["c"] - 1) / stopping["cost_per_label"]
         ax2.loglog(grid, gain, "-", color="#e07b00", label="gain per unit cost")
+        ax2.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap
         ax2.axhline(stopping["tau"], color="#8a1c17", ls="--", label=f"tau = {stopping['tau']:g}")
         ax2.axvline(n.max(), color="#5b6670", ls=":", label="labels used")
         ax2.set_xlabel("labels")

@@ -628,6 +628,7 @@ def plot_learning_curves(results: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     metrics = [("macro_f1", "macro-F1"), ("accuracy", "accuracy")]
     if results["full"]["rare_recall"] is not None:
@@ -649,6 +650,7 @@ def plot_learning_curves(results: dict, path: Path) -> None:
                 ax.fill_between(n, vals.min(axis=0), vals.max(axis=0), color=colors(i), alpha=0.18)
         ax.axhline(results["full"][metric], color="k", ls="--", lw=1, label="full pool")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap
         ax.set_xlabel("labels bought")
         ax.set_title(title)
         ax.grid(alpha=0.3)

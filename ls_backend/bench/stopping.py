@@ -165,6 +165,7 @@ def plot_stopping(results: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     s = results["seeds"][0]
     n = np.array(s["n_labels"], dtype=float)
@@ -191,6 +192,7 @@ def plot_stopping(results: dict, path: Path) -> None:
         )
     ax.axvline(s["oracle"]["labels"], color="k", lw=1, ls=":", label="oracle stop")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap
     ax.set_yscale("log")
     ax.set_xlabel("labels bought (cost)")
     ax.set_ylabel("marginal macro-F1 per label")
@@ -211,6 +213,7 @@ def plot_stopping(results: dict, path: Path) -> None:
         )
     ax.axvline(s["oracle"]["labels"], color="k", lw=1, ls=":")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap
     ax.set_xlabel("labels bought")
     ax.legend(fontsize=6)
     ax.grid(alpha=0.3)
