@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -118,6 +119,22 @@ def template_dir() -> Path:
     """Where the pre-migrated template data dir lives (``SMARTSIZE_LS_TEMPLATE`` overrides)."""
     env = os.environ.get("SMARTSIZE_LS_TEMPLATE")
     return Path(env) if env else REPO_ROOT / ".work" / f"ls-template-{LS_VERSION}"
+
+
+def ensure_secret_key(data_dir: Path) -> None:
+    """Give a new data dir a hex SECRET_KEY before Label Studio's first start.
+
+    Label Studio 1.23.2 otherwise generates a random key into ``<data_dir>/.env``; when that
+    key happens to start with ``$``, the next start reads it back through django-environ as a
+    reference to another variable, gets a different key, and every personal access token
+    signed with the first one is "invalid" (seen once in CI: all PAT requests got 401)."""
+    env_file = Path(data_dir) / ".env"
+    text = env_file.read_text() if env_file.exists() else ""
+    if any(line.startswith("SECRET_KEY=") for line in text.splitlines()):
+        return
+    fd = os.open(env_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a") as fh:
+        fh.write(f"\nSECRET_KEY={secrets.token_hex(32)}\n")
 
 
 def label_studio_env(data_dir: Path, username: str, password: str, token: str) -> dict[str, str]:
@@ -226,6 +243,7 @@ def start_label_studio(
         "--port",
         str(port),
     ]
+    ensure_secret_key(data_dir)
     env = label_studio_env(data_dir, username, password, token)
     log_offset = log_path.stat().st_size if log_path.exists() else 0  # earlier runs' lines
     t0 = time.monotonic()
