@@ -23,6 +23,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -557,3 +558,38 @@ def start_process(
             start_new_session=True,
         )
     return ManagedProcess(list(argv), log_path, proc)
+
+
+SMARTSIZE_CLI = (sys.executable, "-m", "ls_backend.cli")
+
+
+def smartsize_env(
+    label_studio_url: str,
+    api_key: str,
+    model_dir: Path,
+    *,
+    auth: tuple[str, str] | None = None,
+    redis_url: str | None = None,
+    **settings: str,
+) -> dict[str, str]:
+    """The environment of a smartsize process (serve, worker) talking to one Label Studio:
+    this process's environment plus the connection, ``MODEL_DIR``, basic auth, ``REDIS_URL``
+    (removed when not given) and any ``SMARTSIZE_*`` settings."""
+    env = {
+        **os.environ,
+        "LABEL_STUDIO_URL": label_studio_url,
+        "LABEL_STUDIO_API_KEY": api_key,
+        "MODEL_DIR": str(model_dir),
+    }
+    env.pop("REDIS_URL", None)
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    if auth:
+        env["BASIC_AUTH_USER"], env["BASIC_AUTH_PASS"] = auth
+    env.update({k: str(v) for k, v in settings.items()})
+    return env
+
+
+def start_smartsize(command: list[str], env: dict[str, str], log_path: Path) -> ManagedProcess:
+    """``smartsize <command>`` (e.g. ``["serve", "--port", "9090"]`` or ``["worker"]``)."""
+    return start_process([*SMARTSIZE_CLI, *command], env, log_path)

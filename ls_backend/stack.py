@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -131,36 +130,31 @@ def run_demo(args: argparse.Namespace) -> int:
         ls = start_label_studio(workdir, _port(args.ls_port))
         started.append(ls)
         say(f"Label Studio is up at {ls.url} ({ls.startup_seconds:.1f} s)")
-        env = {
-            **os.environ,
-            "LABEL_STUDIO_URL": ls.url,
-            "LABEL_STUDIO_API_KEY": ls.pat,
-            "MODEL_DIR": str(workdir / "model"),
-            "BASIC_AUTH_USER": DEMO_USER[0],
-            "BASIC_AUTH_PASS": DEMO_USER[1],
+        settings = {
             "SMARTSIZE_IMAGE_SIZE": str(args.image_size),
             "SMARTSIZE_CRITICAL_CLASSES": "Sneaker",
             "SMARTSIZE_CRITICALITY": "Sneaker=3",
             "SMARTSIZE_BATCH_SIZE": "20",
         }
+        redis_url = None
         if shutil.which("redis-server") and not args.no_redis:
             redis = localstack.start_redis(_port(args.redis_port), workdir / "redis")
             started.append(redis)
-            env["REDIS_URL"] = redis.url
+            redis_url = redis.url
             say(f"redis is up at {redis.url}")
         else:
             say("redis-server not found: cycles run in the backend's own worker thread")
         port = _port(args.port)
-        exe = [sys.executable, "-m", "ls_backend.cli"]
-        backend = localstack.start_process(
-            [*exe, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env,
-            workdir / "backend.log",
+        env = localstack.smartsize_env(
+            ls.url, ls.pat, workdir / "model", auth=DEMO_USER, redis_url=redis_url, **settings
+        )
+        backend = localstack.start_smartsize(
+            ["serve", "--host", "127.0.0.1", "--port", str(port)], env, workdir / "backend.log"
         )
         started.append(backend)
         backend_url = f"http://127.0.0.1:{port}"
-        if "REDIS_URL" in env:
-            started.append(localstack.start_process([*exe, "worker"], env, workdir / "worker.log"))
+        if redis_url:
+            started.append(localstack.start_smartsize(["worker"], env, workdir / "worker.log"))
         _wait_http(f"{backend_url}/health", backend)
         say(f"smartsize is up at {backend_url} (logs in {workdir})")
 

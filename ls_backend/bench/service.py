@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -123,28 +122,11 @@ def run_service_bench(args: argparse.Namespace) -> int:
 
         port = localstack.free_port()
         auth = ("bench", "bench-pass")
-        env = {
-            **os.environ,
-            "LABEL_STUDIO_URL": ls.url,
-            "LABEL_STUDIO_API_KEY": ls.pat,
-            "MODEL_DIR": str(work / "model-burst"),
-            "BASIC_AUTH_USER": auth[0],
-            "BASIC_AUTH_PASS": auth[1],
-            "SMARTSIZE_MIN_NEW_ANNOTATIONS": "1000000",
-        }
-        backend = localstack.start_process(
-            [
-                sys.executable,
-                "-m",
-                "ls_backend.cli",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env,
-            work / "backend.log",
+        env = localstack.smartsize_env(
+            ls.url, ls.pat, work / "model-burst", auth=auth, SMARTSIZE_MIN_NEW_ANNOTATIONS="1000000"
+        )
+        backend = localstack.start_smartsize(
+            ["serve", "--host", "127.0.0.1", "--port", str(port)], env, work / "backend.log"
         )
         procs.append(backend)
         _wait(f"http://127.0.0.1:{port}/health", auth)

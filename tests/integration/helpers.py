@@ -3,8 +3,6 @@ plus an rq worker in redis mode) and wait for its cycles through ``/status/<id>`
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +11,6 @@ import requests
 from ls_backend import localstack
 
 AUTH = ("smartsize", "backend-pass-123")
-EXE = [sys.executable, "-m", "ls_backend.cli"]
 
 
 def wait_for(predicate, timeout=180.0, every=0.5, what="condition"):
@@ -45,21 +42,10 @@ def backend_env(
     **extra: str,
 ) -> dict[str, str]:
     """The backend's environment: small images and batches so cycles are quick on 2 cores."""
-    env = {
-        **os.environ,
-        "LABEL_STUDIO_URL": label_studio_url,
-        "LABEL_STUDIO_API_KEY": api_key,
-        "MODEL_DIR": str(model_dir),
-        "BASIC_AUTH_USER": auth[0],
-        "BASIC_AUTH_PASS": auth[1],
-        "SMARTSIZE_IMAGE_SIZE": "64",
-        "SMARTSIZE_BATCH_SIZE": "10",
-        **extra,
-    }
-    env.pop("REDIS_URL", None)
-    if redis_url:
-        env["REDIS_URL"] = redis_url
-    return env
+    settings = {"SMARTSIZE_IMAGE_SIZE": "64", "SMARTSIZE_BATCH_SIZE": "10", **extra}
+    return localstack.smartsize_env(
+        label_studio_url, api_key, model_dir, auth=auth, redis_url=redis_url, **settings
+    )
 
 
 def start_backend(env: dict[str, str], tmp: Path, *, worker: bool, auth=AUTH) -> dict:
@@ -69,8 +55,8 @@ def start_backend(env: dict[str, str], tmp: Path, *, worker: bool, auth=AUTH) ->
     processes, logs in ``tmp/serve.log`` and ``tmp/worker.log``); stop with
     :func:`stop_backend`."""
     port = localstack.free_port()
-    serve = localstack.start_process(
-        [*EXE, "serve", "--host", "127.0.0.1", "--port", str(port)], env, tmp / "serve.log"
+    serve = localstack.start_smartsize(
+        ["serve", "--host", "127.0.0.1", "--port", str(port)], env, tmp / "serve.log"
     )
     backend = {
         "url": f"http://127.0.0.1:{port}",
@@ -92,8 +78,8 @@ def start_backend(env: dict[str, str], tmp: Path, *, worker: bool, auth=AUTH) ->
 
 def start_worker(backend: dict) -> localstack.ManagedProcess:
     """(Re)start the backend's ``smartsize worker`` (log appended to ``tmp/worker.log``)."""
-    backend["worker"] = localstack.start_process(
-        [*EXE, "worker"], backend["env"], backend["tmp"] / "worker.log"
+    backend["worker"] = localstack.start_smartsize(
+        ["worker"], backend["env"], backend["tmp"] / "worker.log"
     )
     return backend["worker"]
 
