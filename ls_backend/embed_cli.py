@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from ls_backend.state import atomic_write_bytes
+
 #: Images decoded and embedded per step (bounds memory for big folders).
 CHUNK = 256
 
@@ -112,15 +114,7 @@ def _load_npz(path: Path) -> np.ndarray:
 
 
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, (json.dumps(payload, indent=1) + "\n").encode())
 
 
 def run_embed(args: argparse.Namespace) -> int:

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ls_backend.state import atomic_write_bytes
+
 STRATEGIES = ("random", "entropy", "margin", "coreset", "typiclust", "alo")
 DEFAULT_CACHE_DIR = Path(os.environ.get("SMARTSIZE_BENCH_CACHE", ".work/bench-cache"))
 
@@ -488,6 +490,28 @@ def run_label_efficiency(args) -> int:
         f"rare recall {_fmt(full['rare_recall'])} [{time.time() - t0:.0f}s]"
     )
     runs, curves = [], []
+
+    def write(complete: bool) -> dict:
+        summary = summarize(runs, strategies, budgets, full)
+        results = {
+            "dataset": args.dataset,
+            "complete": complete,
+            "full": {k_: full[k_] for k_ in ("accuracy", "macro_f1", "rare_recall")},
+            "runs": runs,
+            "rare_classes": rare,
+            "rare_class_names": [data.class_names[c] for c in rare],
+            "budgets": budgets,
+            "strategies": strategies,
+            "seeds": args.seeds,
+            "schedule": schedule,
+            "info": data.info,
+            "summary": summary,
+            "curves": curves,
+            "elapsed_s": round(time.time() - t_all, 1),
+        }
+        atomic_write_bytes(out / "results.json", json.dumps(results, indent=1).encode())
+        return results
+
     for seed in range(args.seeds):
         for strategy in strategies:
             t0 = time.time()
@@ -512,25 +536,9 @@ def run_label_efficiency(args) -> int:
                 f"{last['macro_f1']:.4f} rare recall {_fmt(last['rare_recall'])} "
                 f"[{time.time() - t0:.0f}s]"
             )
-    summary = summarize(runs, strategies, budgets, full)
-    results = {
-        "dataset": args.dataset,
-        "full": {k_: full[k_] for k_ in ("accuracy", "macro_f1", "rare_recall")},
-        "runs": runs,
-        "rare_classes": rare,
-        "rare_class_names": [data.class_names[c] for c in rare],
-        "budgets": budgets,
-        "strategies": strategies,
-        "seeds": args.seeds,
-        "schedule": schedule,
-        "info": data.info,
-        "summary": summary,
-        "curves": [
-            {**c, "points": [{k_: v for k_, v in p.items()} for p in c["points"]]} for c in curves
-        ],
-        "elapsed_s": round(time.time() - t_all, 1),
-    }
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+            # Written after every project so a long run that is stopped keeps what it measured.
+            write(complete=False)
+    results = write(complete=True)
     plot_learning_curves(results, out / "learning_curves.png")
     print_summary(results)
     log(f"wrote {out / 'results.json'} and {out / 'learning_curves.png'}")
@@ -580,7 +588,8 @@ def summarize(runs: list[dict], strategies, budgets, full: dict) -> dict:
             aulc[s][m] = mean
             aulc[s][m + "_std"] = std
     targets = {}
-    if "alo" in strategies:
+    measured = {s for s in strategies if all(table[s][str(b)]["n_labels"] for b in budgets)}
+    if "alo" in measured:  # a partial run (written after every project) may not have it yet
         b20 = min(budgets, key=lambda b: abs(b - 0.2))
         alo20 = table["alo"][str(b20)]
         targets["budget_for_20pct_check"] = b20
@@ -592,7 +601,7 @@ def summarize(runs: list[dict], strategies, budgets, full: dict) -> dict:
                 alo20["rare_recall"] >= full["rare_recall"]
             )
             for other in ("random", "entropy"):
-                if other in strategies:
+                if other in measured:
                     targets[f"alo_rare_recall_beats_{other}_every_budget"] = bool(
                         all(
                             table["alo"][str(b)]["rare_recall"]
