@@ -19,19 +19,21 @@ import numpy as np
 
 from ls_backend.cache import EmbeddingCache, content_hash
 from ls_backend.config import ConfigError, Settings
-from ls_backend.head import ClassifierHead, ColdStart, ModelStore
+from ls_backend.head import ClassifierHead, ColdStart, ModelStore, MultiLabelHead
 from ls_backend.label_config import (
     ClassificationConfig,
     annotation_label,
+    is_submitted,
     parse_label_config,
-    to_ls_result,
+    prediction_result,
 )
 from ls_backend.label_studio import LabelStudioClient, LabelStudioError
 from ls_backend.media import MediaError, MediaFetcher
 from ls_backend.state import load_state, project_dir, save_state
 from scoring import cohens_kappa, stopping_rule, vote_stats
 from scoring.escalation import EscalationThresholds
-from scoring.pipeline import ScoringConfig, score_round
+from scoring.multilabel import multilabel_votes
+from scoring.pipeline import ScoringConfig, score_round, score_round_multilabel
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +53,24 @@ class TaskTable:
     values: list[Any]  # media URL or text per task (None when the key is missing)
     hashes: list[str]  # content hash of the media value (tags written into data don't count)
     data: list[dict]
-    labels: np.ndarray  # (n,) int, -1 = unlabelled; majority vote over annotators
-    annotations: np.ndarray  # (n, m) int per annotator, -1 = none
+    # Single choice: (n,) int, -1 = unlabelled, majority vote over annotators; per annotator
+    # (n, m), -1 = none. Multiple choice: (n, k) 0/1 rows (all -1 = unlabelled), per-label
+    # majority; per annotator (n, m, k).
+    labels: np.ndarray
+    annotations: np.ndarray
     n_annotations: int
+
+    @property
+    def labelled(self) -> np.ndarray:
+        """(n,) bool: the task has a consensus label."""
+        return (self.labels if self.labels.ndim == 1 else self.labels[:, 0]) >= 0
 
 
 def read_tasks(tasks: list[dict], config: ClassificationConfig) -> TaskTable:
     """Labels per task and annotator from Label Studio's task JSON (cancelled ones ignored)."""
     ids, values, hashes, datas = [], [], [], []
-    votes: list[dict[Any, int]] = []
+    votes: list[dict[Any, Any]] = []
+    k = len(config.labels)
     annotators: dict[Any, int] = {}
     n_ann = 0
     for task in tasks:
@@ -72,23 +83,30 @@ def read_tasks(tasks: list[dict], config: ClassificationConfig) -> TaskTable:
         task_votes: dict[Any, int] = {}
         for ann in task.get("annotations") or []:
             chosen = annotation_label(ann, config)
-            if not chosen:
+            if not chosen and not (config.multi_label and is_submitted(ann)):
                 continue
             who = ann.get("completed_by")
             who = who.get("id") if isinstance(who, dict) else who
             annotators.setdefault(who, len(annotators))
-            task_votes[who] = config.label_index(chosen[0])  # the latest per annotator wins
+            # the latest annotation per annotator wins
+            if config.multi_label:
+                task_votes[who] = [int(c in chosen) for c in config.labels]
+            else:
+                task_votes[who] = config.label_index(chosen[0])
             n_ann += 1
         votes.append(task_votes)
     m = max(1, len(annotators))
-    ann = np.full((len(ids), m), -1, dtype=np.int64)
+    shape = (len(ids), m, k) if config.multi_label else (len(ids), m)
+    ann = np.full(shape, -1, dtype=np.int64)
     for i, task_votes in enumerate(votes):
         for who, label in task_votes.items():
             ann[i, annotators[who]] = label
-    if len(ids):
-        labels = vote_stats(ann, n_classes=len(config.labels)).majority
+    if not len(ids):
+        labels = np.zeros(shape[:1] + shape[2:], dtype=np.int64)
+    elif config.multi_label:
+        labels = multilabel_votes(ann).labels
     else:
-        labels = np.zeros(0, dtype=np.int64)
+        labels = vote_stats(ann, n_classes=k).majority
     return TaskTable(np.asarray(ids, dtype=np.int64), values, hashes, datas, labels, ann, n_ann)
 
 
@@ -194,8 +212,15 @@ def _class_weights(settings: Settings, config: ClassificationConfig):
 
 
 def _macro_f1(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Macro-F1 over the classes present (single choice, argmax) or over the labels ever
+    chosen (multiple choice, P >= 0.5 per label)."""
     from sklearn.metrics import f1_score
 
+    if y_true.ndim == 2:
+        present = np.flatnonzero(y_true.any(axis=0))
+        return float(
+            f1_score(y_true, probs >= 0.5, labels=present, average="macro", zero_division=0)
+        )
     present = np.unique(y_true)
     return float(
         f1_score(y_true, probs.argmax(axis=1), labels=present, average="macro", zero_division=0)
@@ -281,8 +306,6 @@ def _cycle(project_id, settings, client, state, force, progress, report) -> dict
     t0 = time.perf_counter()
     project = client.get_project(project_id)
     config = parse_label_config(project.get("label_config") or "")
-    if config.multi_label:
-        raise ConfigError("multi-label Choices (choice='multiple') are not supported yet")
     crit, critical = _class_weights(settings, config)
     tasks = list(client.iter_tasks(project_id))
     table = read_tasks(tasks, config)
@@ -321,7 +344,7 @@ def _cycle(project_id, settings, client, state, force, progress, report) -> dict
         raise ValueError(f"only {rows.size} task(s) have readable media; see media errors")
     x = vectors[rows]
     y = table.labels[rows]
-    labelled = y >= 0
+    labelled = table.labelled[rows]
     k = len(config.labels)
 
     t0 = time.perf_counter()
@@ -329,7 +352,10 @@ def _cycle(project_id, settings, client, state, force, progress, report) -> dict
     head = None
     metric = None
     try:
-        head = ClassifierHead().fit(x[labelled], y[labelled], n_classes=k)
+        if config.multi_label:
+            head = MultiLabelHead().fit(x[labelled], y[labelled])
+        else:
+            head = ClassifierHead().fit(x[labelled], y[labelled], n_classes=k)
         probs = head.predict_proba(x)
         oof = np.zeros_like(probs)
         oof[labelled] = head.oof_proba_
@@ -355,16 +381,27 @@ def _cycle(project_id, settings, client, state, force, progress, report) -> dict
         diversity=settings.diversity,
         thresholds=thresholds,
     )
-    scores = score_round(
-        x,
-        y,
-        pred_probs=probs,
-        oof_probs=oof,
-        annotations=table.annotations[rows],
-        n_classes=k,
-        class_names=list(config.labels),
-        config=cfg,
-    )
+    if config.multi_label:
+        scores = score_round_multilabel(
+            x,
+            y,
+            pred_probs=probs,
+            oof_probs=oof,
+            votes=table.annotations[rows],
+            class_names=list(config.labels),
+            config=cfg,
+        )
+    else:
+        scores = score_round(
+            x,
+            y,
+            pred_probs=probs,
+            oof_probs=oof,
+            annotations=table.annotations[rows],
+            n_classes=k,
+            class_names=list(config.labels),
+            config=cfg,
+        )
 
     n_labeled = int(labelled.sum())
     history = [h for h in state["history"] if h["n_labels"] != n_labeled]
@@ -377,7 +414,7 @@ def _cycle(project_id, settings, client, state, force, progress, report) -> dict
             }
         )
     history.sort(key=lambda h: h["n_labels"])
-    kappa = _stability(settings, project_id, table.ids[rows], y, probs)
+    kappa = _stability(settings, project_id, table.ids[rows], labelled, probs, config.multi_label)
     if history:
         decision = stopping_rule(
             [h["n_labels"] for h in history],
@@ -413,10 +450,7 @@ def _cycle(project_id, settings, client, state, force, progress, report) -> dict
         )
     predictions = []
     for r in np.flatnonzero(~labelled):
-        result = []
-        if probs is not None:
-            j = int(probs[r].argmax())
-            result = to_ls_result(config, [config.labels[j]], float(probs[r, j]))
+        result = [] if probs is None else prediction_result(config, probs[r])
         predictions.append(
             {
                 "task": int(table.ids[rows[r]]),
@@ -473,7 +507,7 @@ def _cycle(project_id, settings, client, state, force, progress, report) -> dict
         "n_escalated": int(scores.escalate.sum()),
         "n_label_issues": int(scores.label_issue.sum()),
         "confusions": scores.confusions,
-        "class_counts": {c: int(np.sum(y == j)) for j, c in enumerate(config.labels)},
+        "class_counts": _class_counts(config, y[labelled]),
         "n_predictions": len(predictions),
         "pruned_versions": pruned,
         "n_tag_writes": n_tagged,
@@ -486,20 +520,32 @@ def _cycle(project_id, settings, client, state, force, progress, report) -> dict
     return out
 
 
-def _stability(settings, project_id, ids, labels, probs) -> float | None:
+def _class_counts(config: ClassificationConfig, y: np.ndarray) -> dict[str, int]:
+    """Labelled tasks per choice (a multi-label task counts once for each of its labels)."""
+    if config.multi_label:
+        return {c: int(n) for c, n in zip(config.labels, (y == 1).sum(axis=0), strict=True)}
+    return {c: int(np.sum(y == j)) for j, c in enumerate(config.labels)}
+
+
+def _stability(settings, project_id, ids, labelled, probs, multi_label: bool) -> float | None:
     """Cohen's kappa between this and the previous model's predictions on tasks unlabelled in
-    both (the stop set); the current predictions are kept for the next cycle."""
+    both (the stop set); the current predictions are kept for the next cycle. Multi-label
+    predictions are compared label by label (the 0/1 decisions of every task and label)."""
     path = project_dir(settings.model_dir, project_id) / "predictions.npz"
     if probs is None:
         return None
-    unl = labels < 0
-    cur_ids, cur_pred = ids[unl], probs[unl].argmax(axis=1)
+    unl = ~labelled
+    cur_ids = ids[unl]
+    if multi_label:
+        cur_pred = (probs[unl] >= 0.5).astype(np.int64)
+    else:
+        cur_pred = probs[unl].argmax(axis=1)
     kappa = None
     try:
         with np.load(path) as prev:
             common, a, b = np.intersect1d(prev["ids"], cur_ids, return_indices=True)
-            if common.size >= 10:
-                kappa = cohens_kappa(prev["pred"][a], cur_pred[b])
+            if common.size >= 10 and prev["pred"].shape[1:] == cur_pred.shape[1:]:
+                kappa = cohens_kappa(prev["pred"][a].ravel(), cur_pred[b].ravel())
     except (OSError, KeyError, ValueError):
         pass
     import io

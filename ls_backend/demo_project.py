@@ -13,17 +13,38 @@ import numpy as np
 
 from ls_backend.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist
 
+# Real multi-label attributes of Fashion-MNIST items: attribute -> the classes that have it.
+# An item can carry several (a coat is a "top" with "long sleeves").
+FASHION_ATTRIBUTES = {
+    "footwear": (5, 7, 9),
+    "top": (0, 2, 4, 6),
+    "long sleeves": (2, 4, 6),
+    "ankle-high": (9,),
+    "bag": (8,),
+}
+
+
+def fashion_attributes(classes: np.ndarray) -> np.ndarray:
+    """``(n, 5)`` 0/1 matrix of :data:`FASHION_ATTRIBUTES` for Fashion-MNIST class indices."""
+    classes = np.asarray(classes)
+    return np.column_stack([np.isin(classes, c) for c in FASHION_ATTRIBUTES.values()]).astype(int)
+
 
 def choices_label_config(
-    classes: Sequence[str], from_name: str = "label", to_name: str = "image"
+    classes: Sequence[str],
+    from_name: str = "label",
+    to_name: str = "image",
+    multiple: bool = False,
 ) -> str:
-    """An image-classification label config (one Image, one single-choice Choices)."""
+    """An image-classification label config (one Image, one Choices; single choice unless
+    ``multiple``)."""
     from xml.sax.saxutils import quoteattr
 
     choices = "".join(f"<Choice value={quoteattr(c)}/>" for c in classes)
+    kind = "multiple" if multiple else "single"
     return (
         f'<View><Image name="{to_name}" value="$image"/>'
-        f'<Choices name="{from_name}" toName="{to_name}" choice="single">{choices}'
+        f'<Choices name="{from_name}" toName="{to_name}" choice="{kind}">{choices}'
         "</Choices></View>"
     )
 
@@ -36,14 +57,17 @@ def png_data_url(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def choice_result(label: str, from_name: str = "label", to_name: str = "image") -> list[dict]:
-    """The ``result`` of an annotation choosing ``label``."""
+def choice_result(
+    label: str | Sequence[str], from_name: str = "label", to_name: str = "image"
+) -> list[dict]:
+    """The ``result`` of an annotation choosing ``label`` (or several labels)."""
+    labels = [label] if isinstance(label, str) else list(label)
     return [
         {
             "from_name": from_name,
             "to_name": to_name,
             "type": "choices",
-            "value": {"choices": [label]},
+            "value": {"choices": labels},
         }
     ]
 

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
+from scipy.optimize import minimize, minimize_scalar
+from scipy.special import expit, log_softmax, softmax
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold, StratifiedKFold
 
@@ -36,12 +36,14 @@ __all__ = [
     "ClassifierHead",
     "ColdStart",
     "ModelStore",
+    "MultiLabelHead",
     "StoredHead",
     "expected_calibration_error",
     "l2_normalize",
 ]
 
 _FORMAT = 1
+_MULTILABEL = "multilabel"
 _T_BOUNDS = (0.02, 50.0)
 
 
@@ -372,11 +374,205 @@ _VERSION_RE = re.compile(r"^smartsize-\d{8}T\d{12}Z-[0-9a-f]{8}$")
 _STALE_TMP_S = 3600.0
 
 
+def _binary_logit(x: np.ndarray, y: np.ndarray, c: float, max_iter: int, cw, seed: int):
+    """``(w (d,), b)`` of label-applies logits ``x @ w + b`` for 0/1 labels ``y``. A label
+    that is always (or never) chosen in ``y`` gets ``w = 0`` and the log-odds of its smoothed
+    rate, so it predicts its prior instead of failing."""
+    positives = int(y.sum())
+    if 0 < positives < y.size:
+        coef, intercept, _ = _fit_linear(x, y, c, max_iter, cw, seed)
+        return coef[1] - coef[0], float(intercept[1] - intercept[0])
+    rate = (positives + 0.5) / (y.size + 1.0)
+    return np.zeros(x.shape[1]), float(np.log(rate / (1.0 - rate)))
+
+
+def _fit_platt(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """``(a, b)`` minimising the NLL of ``sigmoid(a z + b)`` for 0/1 labels ``y``, with
+    ``a`` in the temperature bounds; the identity ``(1, 0)`` unless it does better (and always
+    for a label whose rows are all 0 or all 1, which carry no calibration information)."""
+    if y.size < 2 or y.min() == y.max():
+        return 1.0, 0.0
+    sign = 2.0 * y - 1.0
+
+    def nll(params: np.ndarray) -> float:
+        return float(np.logaddexp(0.0, -sign * (params[0] * logits + params[1])).mean())
+
+    bounds = [(1.0 / _T_BOUNDS[1], 1.0 / _T_BOUNDS[0]), (-20.0, 20.0)]
+    result = minimize(nll, np.array([1.0, 0.0]), method="L-BFGS-B", bounds=bounds)
+    if result.success and nll(result.x) < nll(np.array([1.0, 0.0])):
+        return float(result.x[0]), float(result.x[1])
+    return 1.0, 0.0
+
+
+def _check_label_matrix(labels: Any, n: int) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.ndim != 2 or y.shape[0] != n or y.shape[1] < 1:
+        raise ValueError(f"label matrix must have shape ({n}, k) with k >= 1, got {y.shape}")
+    if y.size and not np.isin(y, (0, 1)).all():
+        raise ValueError("label matrix must hold only 0 (label not chosen) and 1 (chosen)")
+    return y.astype(np.int64)
+
+
+class MultiLabelHead:
+    """Multi-label head: one binary logistic regression per label (one-vs-rest) on
+    L2-normalised embeddings, ``class_weight="balanced"`` within each label, and one
+    Platt scaling per label (``P = sigmoid(a_j z + b_j)``) fitted on out-of-fold logits: a
+    temperature alone cannot undo the intercept shift that class balancing puts into a rare
+    label's logits.
+
+    ``fit(embeddings (n, d), labels (n, k) 0/1)``; probabilities are ``(n, k)``, independent per
+    label (rows do not sum to 1); :meth:`predict` chooses every label with P >= 0.5.
+    Cold start: no labelled rows, or no label that is chosen on some rows and not on others.
+    Fitted attributes mirror :class:`ClassifierHead`: ``coef_ (k, d)``, ``intercept_ (k,)``,
+    ``scale_ (k,)`` and ``shift_ (k,)`` (Platt), ``n_classes_`` (= k), ``n_features_``,
+    ``oof_proba_ (n, k)``.
+    """
+
+    def __init__(
+        self,
+        C: float = 10.0,
+        max_iter: int = 1000,
+        calibrate: bool = True,
+        n_folds: int = 5,
+        class_weight: str | None = "balanced",
+    ) -> None:
+        if C <= 0 or max_iter < 1 or n_folds < 2:
+            raise ValueError("C must be > 0, max_iter >= 1, n_folds >= 2")
+        self.C = float(C)
+        self.max_iter = int(max_iter)
+        self.calibrate = bool(calibrate)
+        self.n_folds = int(n_folds)
+        self.class_weight = class_weight
+        self.coef_: np.ndarray | None = None
+        self.intercept_: np.ndarray | None = None
+        self.scale_: np.ndarray | None = None
+        self.shift_: np.ndarray | None = None
+        self.n_classes_: int | None = None
+        self.n_features_: int | None = None
+        self.oof_proba_: np.ndarray | None = None
+
+    @property
+    def is_ready(self) -> bool:
+        return self.coef_ is not None
+
+    @staticmethod
+    def cold_start_reason(labels: Any) -> str | None:
+        """Why a 0/1 label matrix ``(n, k)`` cannot train a head (a message), or None."""
+        y = np.asarray(labels)
+        if y.ndim != 2 or y.shape[0] == 0:
+            return "cold start: no labelled examples yet"
+        if not np.any(y.min(axis=0) != y.max(axis=0)):
+            return (
+                f"cold start: all {y.shape[0]} labelled examples carry the same set of labels; "
+                "at least two different sets are needed"
+            )
+        return None
+
+    def _fit_all(self, x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        fits = [
+            _binary_logit(x, y[:, j], self.C, self.max_iter, self.class_weight, seed)
+            for j in range(y.shape[1])
+        ]
+        return np.stack([w for w, _ in fits]), np.array([b for _, b in fits])
+
+    def fit(self, embeddings: Any, labels: Any, seed: int = 0) -> MultiLabelHead:
+        """Fit on ``embeddings (n, d)`` and a 0/1 label matrix ``(n, k)``; returns self.
+
+        Raises:
+            ColdStart: see the class docstring.
+            ValueError: malformed inputs.
+        """
+        x = _check_embeddings(embeddings)
+        y = _check_label_matrix(labels, x.shape[0])
+        reason = self.cold_start_reason(y)
+        if reason:
+            raise ColdStart(reason)
+        coef, intercept = self._fit_all(x, y, seed)
+        k = y.shape[1]
+        scale, shift = np.ones(k), np.zeros(k)
+        oof = None
+        if self.calibrate:
+            logits = np.zeros(y.shape)
+            splitter = KFold(
+                n_splits=min(self.n_folds, y.shape[0]), shuffle=True, random_state=seed
+            )
+            for train, test in splitter.split(x):
+                w, b = self._fit_all(x[train], y[train], seed)
+                logits[test] = x[test] @ w.T + b
+            for j in range(k):
+                scale[j], shift[j] = _fit_platt(logits[:, j], y[:, j])
+            oof = expit(logits * scale + shift)
+        self.coef_, self.intercept_ = coef, intercept
+        self.scale_, self.shift_ = scale, shift
+        self.n_classes_, self.n_features_ = int(k), int(x.shape[1])
+        self.oof_proba_ = oof
+        return self
+
+    def decision_function(self, embeddings: Any) -> np.ndarray:
+        """Uncalibrated per-label logits ``(n, k)``."""
+        if not self.is_ready:
+            raise ColdStart("the head is not fitted (cold start): rank by embeddings alone")
+        assert self.coef_ is not None and self.intercept_ is not None
+        x = _check_embeddings(embeddings, self.n_features_)
+        return x @ self.coef_.T + self.intercept_
+
+    def predict_proba(self, embeddings: Any) -> np.ndarray:
+        """Calibrated probability that each label applies, ``(n, k)``."""
+        return expit(self.decision_function(embeddings) * self.scale_ + self.shift_)
+
+    def predict(self, embeddings: Any, threshold: float = 0.5) -> np.ndarray:
+        """0/1 choices ``(n, k)``: every label with P >= ``threshold``."""
+        return (self.predict_proba(embeddings) >= threshold).astype(np.int64)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        if not self.is_ready:
+            raise ColdStart("the head is not fitted (cold start): nothing to save")
+        return {
+            "format": np.array(_FORMAT),
+            "kind": np.array(_MULTILABEL),
+            "coef": np.asarray(self.coef_),
+            "intercept": np.asarray(self.intercept_),
+            "platt": np.stack([np.asarray(self.scale_), np.asarray(self.shift_)]),
+            "hyper": np.array([self.C, self.max_iter, float(self.calibrate), self.n_folds]),
+            "balanced": np.array(self.class_weight == "balanced"),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> MultiLabelHead:
+        fmt = int(arrays["format"])
+        if fmt != _FORMAT or str(arrays.get("kind")) != _MULTILABEL:
+            raise ValueError("not a multi-label head of this format")
+        c, max_iter, calibrate, n_folds = (float(v) for v in arrays["hyper"])
+        head = cls(
+            C=c,
+            max_iter=int(max_iter),
+            calibrate=bool(calibrate),
+            n_folds=int(n_folds),
+            class_weight="balanced" if bool(arrays["balanced"]) else None,
+        )
+        head.coef_ = np.asarray(arrays["coef"], dtype=np.float64)
+        head.intercept_ = np.asarray(arrays["intercept"], dtype=np.float64)
+        platt = np.asarray(arrays["platt"], dtype=np.float64)
+        k = head.coef_.shape[0]
+        if head.intercept_.shape != (k,) or platt.shape != (2, k):
+            raise ValueError("corrupt head: coefficient, intercept and Platt shapes disagree")
+        head.scale_, head.shift_ = platt[0], platt[1]
+        head.n_classes_, head.n_features_ = int(k), int(head.coef_.shape[1])
+        return head
+
+
+def head_from_arrays(arrays: dict[str, np.ndarray]) -> ClassifierHead | MultiLabelHead:
+    """Load either kind of head from its :meth:`to_arrays` form."""
+    if "kind" in arrays and str(arrays["kind"]) == _MULTILABEL:
+        return MultiLabelHead.from_arrays(arrays)
+    return ClassifierHead.from_arrays(arrays)
+
+
 class StoredHead(NamedTuple):
     """A head loaded from a :class:`ModelStore`."""
 
     version: str
-    head: ClassifierHead
+    head: ClassifierHead | MultiLabelHead
     meta: dict[str, Any]
 
 
@@ -413,7 +609,9 @@ class ModelStore:
         versions = self.versions()
         return versions[-1] if versions else None
 
-    def save(self, head: ClassifierHead, meta: dict[str, Any] | None = None) -> str:
+    def save(
+        self, head: ClassifierHead | MultiLabelHead, meta: dict[str, Any] | None = None
+    ) -> str:
         """Store ``head`` with JSON-serialisable ``meta``; returns the new version id."""
         arrays = head.to_arrays()
         meta = dict(meta or {})
@@ -460,7 +658,7 @@ class ModelStore:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: np.array(data[key]) for key in data.files}
         meta = json.loads(arrays.pop("meta_json").tobytes().decode("utf-8"))
-        return StoredHead(version=version, head=ClassifierHead.from_arrays(arrays), meta=meta)
+        return StoredHead(version=version, head=head_from_arrays(arrays), meta=meta)
 
     def _fsync_dir(self) -> None:
         try:

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from label_studio_sdk.label_interface import LabelInterface
 from label_studio_sdk.label_interface.control_tags import ChoicesTag
 
@@ -18,9 +19,14 @@ __all__ = [
     "ClassificationConfig",
     "UnsupportedLabelConfig",
     "annotation_label",
+    "is_submitted",
     "parse_label_config",
+    "prediction_result",
     "to_ls_result",
 ]
+
+# A multiple-choice label is predicted when the model gives it at least this probability.
+MULTI_LABEL_THRESHOLD = 0.5
 
 # LS object tag name (lower case) -> smartsize object type.
 _OBJECT_TYPES = {"image": "image", "text": "text"}
@@ -181,6 +187,17 @@ def parse_label_config(xml: str, from_name: str | None = None) -> Classification
     )
 
 
+def is_submitted(annotation: Any) -> bool:
+    """True for an annotation that was submitted (not skipped) with a well-formed result list.
+
+    For multiple choice, such an annotation that chooses nothing says "none of the labels
+    apply", which is a label like any other."""
+    if not isinstance(annotation, Mapping) or annotation.get("was_cancelled"):
+        return False
+    result = annotation.get("result")
+    return isinstance(result, Sequence) and not isinstance(result, (str, bytes))
+
+
 def annotation_label(annotation: Mapping[str, Any], config: ClassificationConfig) -> list[str]:
     """Labels chosen in one Label Studio annotation for ``config``'s control.
 
@@ -188,11 +205,9 @@ def annotation_label(annotation: Mapping[str, Any], config: ClassificationConfig
     control, and malformed results. Choices that are not (or no longer) in the config are
     dropped; the order of the remaining ones follows the annotation, without duplicates.
     """
-    if not isinstance(annotation, Mapping) or annotation.get("was_cancelled"):
+    if not is_submitted(annotation):
         return []
-    result = annotation.get("result")
-    if not isinstance(result, Sequence) or isinstance(result, (str, bytes)):
-        return []
+    result = annotation["result"]
     known = set(config.labels)
     chosen: list[str] = []
     for item in result:
@@ -246,3 +261,21 @@ def to_ls_result(
             "score": score,
         }
     ]
+
+
+def prediction_result(config: ClassificationConfig, probs: Sequence[float]) -> list[dict[str, Any]]:
+    """The Label Studio ``result`` a head's probabilities for one task predict.
+
+    Single choice: the most probable class, scored with its probability. Multiple choice
+    (``probs`` independent per label): every label with P >= ``MULTI_LABEL_THRESHOLD``, scored
+    with the probability of exactly that set, ``prod_j max(p_j, 1 - p_j)``; ``[]`` when no
+    label reaches the threshold (the model predicts that none applies).
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    if p.shape != (len(config.labels),):
+        raise ValueError(f"expected {len(config.labels)} probabilities, got shape {p.shape}")
+    if config.multi_label:
+        chosen = [c for c, pj in zip(config.labels, p, strict=True) if pj >= MULTI_LABEL_THRESHOLD]
+        return to_ls_result(config, chosen, float(np.prod(np.maximum(p, 1.0 - p))))
+    j = int(p.argmax())
+    return to_ls_result(config, [config.labels[j]], float(p[j]))

@@ -14,9 +14,14 @@ from ls_backend.cache import EmbeddingCache, content_hash
 from ls_backend.config import Settings
 from ls_backend.cycle import embed_tasks, get_embedder, media_fetcher
 from ls_backend.head import ModelStore
-from ls_backend.label_config import UnsupportedLabelConfig, parse_label_config, to_ls_result
+from ls_backend.label_config import (
+    UnsupportedLabelConfig,
+    parse_label_config,
+    prediction_result,
+)
 from ls_backend.state import load_state, project_dir
 from scoring import uncertainty
+from scoring.multilabel import multilabel_uncertainty
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +77,9 @@ class SmartsizeModel:
         """Exactly one ``{"result", "score", "model_version"}`` per task, in order.
 
         ``score`` follows Label Studio's uncertainty-sampling convention (lower = serve
-        first): ``1 - margin uncertainty``. Tasks that cannot be predicted (cold start,
-        unreadable media) get an empty result rather than a made-up label."""
+        first): ``1 - margin uncertainty`` (for multiple choice, its mean over labels). Tasks
+        that cannot be predicted (cold start, unreadable media) get an empty result rather than
+        a made-up label."""
         if project_id is None:
             raise ValueError("predict needs the project id")
         stored, version = self._head(project_id)
@@ -109,11 +115,13 @@ class SmartsizeModel:
         rows = np.flatnonzero(ok)
         if rows.size:
             probs = stored.head.predict_proba(vectors[rows])
-            unc = uncertainty(probs, "margin")
+            if config.multi_label:
+                unc = multilabel_uncertainty(probs, "margin")
+            else:
+                unc = uncertainty(probs, "margin")
             for r, p, u in zip(rows, probs, unc, strict=True):
-                j = int(p.argmax())
                 out[r] = {
-                    "result": to_ls_result(config, [config.labels[j]], float(p[j])),
+                    "result": prediction_result(config, p),
                     "score": float(1.0 - u),
                     "model_version": version,
                 }
@@ -147,9 +155,7 @@ def _task_data(task: dict) -> dict:
 def check_label_config(xml: str) -> str | None:
     """None when smartsize can serve this label config, else the reason."""
     try:
-        config = parse_label_config(xml)
+        parse_label_config(xml)
     except UnsupportedLabelConfig as exc:
         return str(exc)
-    if config.multi_label:
-        return "multi-label Choices (choice='multiple') are not supported yet"
     return None

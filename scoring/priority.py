@@ -61,6 +61,9 @@ def priority(
     pred_probs=None,
     class_counts=None,
     criticality=None,
+    rarity=None,
+    rarity_class=None,
+    item_criticality=None,
     weights: dict[str, float] | None = None,
     class_names=None,
 ) -> PriorityResult:
@@ -74,6 +77,11 @@ def priority(
     ``kappa_i = sum_j p_ij c_j / max_j c_j`` for per-class weights ``criticality (k,)``
     (without ``pred_probs`` or ``criticality``, kappa = 1). Weights default to
     ``DEFAULT_WEIGHTS``; a weight of 0 drops a signal.
+
+    Where probabilities are not one distribution per item (multi-label), the caller computes
+    the two per-item quantities itself and passes them instead: ``rarity (n,)`` in [0, 1] (with
+    ``rarity_class (n,)``, the class it refers to, for the reason) replaces ``pred_probs`` and
+    ``class_counts``; ``item_criticality (n,)`` in (0, 1] replaces ``criticality``.
     """
     signals: dict[str, np.ndarray] = {}
     n = None
@@ -97,6 +105,11 @@ def priority(
             if r.size != p.shape[1]:
                 raise ValueError(f"class_counts has {r.size} classes; pred_probs {p.shape[1]}")
             signals["rarity"] = np.clip(p @ r, 0.0, 1.0)
+    if rarity is not None:
+        if "rarity" in signals:
+            raise ValueError("give rarity or pred_probs with class_counts, not both")
+        signals["rarity"] = as_unit_scores(rarity, n=n, name="rarity")
+        n = signals["rarity"].shape[0]
     if not signals:
         raise ValueError("priority needs at least one signal (uncertainty, uniqueness, ...)")
     w = dict(DEFAULT_WEIGHTS)
@@ -120,13 +133,22 @@ def priority(
         if c.shape != (p.shape[1],) or np.any(c < 0) or c.max() <= 0:
             raise ValueError(f"criticality must be {p.shape[1]} non-negative weights, not all 0")
         kappa = p @ (c / c.max())
+    elif item_criticality is not None:
+        kappa = as_unit_scores(item_criticality, n=n, name="item_criticality")
     score = np.clip(base * kappa, 0.0, 1.0)
 
     names = list(components)
     dominant = np.argmax(np.stack([components[s] for s in names]), axis=0)
     reason = np.array([REASON_WORDS[s] for s in names], dtype=object)[dominant]
-    if p is not None and class_names is not None and "rarity" in components:
-        top = p.argmax(axis=1)
+    if class_names is not None and "rarity" in components:
+        top = np.asarray(rarity_class) if rarity_class is not None else None
+        if top is None and p is not None:
+            top = p.argmax(axis=1)
+        if top is not None and top.shape != (n,):
+            raise ValueError(f"rarity_class must be (n,) = ({n},); got {top.shape}")
+    else:
+        top = None
+    if top is not None:
         is_rare = reason == REASON_WORDS["rarity"]
         reason[is_rare] = [f"likely rare class '{class_names[j]}'" for j in top[is_rare]]
     return PriorityResult(score, components, kappa, reason)

@@ -49,6 +49,12 @@ def fashion_subset():
     return ds.images[:2000], ds.labels[:2000], ds.test_images[:500], ds.test_labels[:500]
 
 
+@pytest.fixture(scope="module")
+def fashion_embedded(embedder96, fashion_subset):
+    x_train, y_train, x_test, y_test = fashion_subset
+    return embedder96.embed(x_train), y_train, embedder96.embed(x_test), y_test
+
+
 # -- configuration (fast) --------------------------------------------------------------------
 
 
@@ -124,21 +130,53 @@ def test_weights_are_real_imagenet_weights():
 
 
 @pytest.mark.slow
-def test_frozen_embeddings_beat_raw_pixels_and_random_weights(embedder96, fashion_subset):
+def test_frozen_embeddings_beat_raw_pixels_and_random_weights(fashion_embedded, fashion_subset):
     x_train, y_train, x_test, y_test = fashion_subset
+    e_train, _, e_test, _ = fashion_embedded
     raw = _knn_accuracy(
         x_train.reshape(len(x_train), -1).astype(np.float32),
         y_train,
         x_test.reshape(len(x_test), -1).astype(np.float32),
         y_test,
     )
-    pretrained = _knn_accuracy(embedder96.embed(x_train), y_train, embedder96.embed(x_test), y_test)
+    pretrained = _knn_accuracy(e_train, y_train, e_test, y_test)
     rand = ImageEmbedder(image_size=96, weights="random")
     assert rand.cache_id == "tf_efficientnet_lite0-random-96"
     random_acc = _knn_accuracy(rand.embed(x_train), y_train, rand.embed(x_test), y_test)
     print(f"kNN accuracy: raw {raw:.3f}, random {random_acc:.3f}, pretrained@96 {pretrained:.3f}")
     assert pretrained > raw
     assert pretrained > random_acc
+
+
+def _mean_binary_ece(probs: np.ndarray, y: np.ndarray) -> float:
+    from ls_backend.head import expected_calibration_error
+
+    return float(
+        np.mean(
+            [
+                expected_calibration_error(np.column_stack([1 - probs[:, j], probs[:, j]]), y[:, j])
+                for j in range(y.shape[1])
+            ]
+        )
+    )
+
+
+def test_multilabel_head_learns_and_calibrates_real_attributes(fashion_embedded):
+    from ls_backend.demo_project import fashion_attributes
+    from ls_backend.head import MultiLabelHead
+
+    e_train, c_train, e_test, c_test = fashion_embedded
+    y_train, y_test = fashion_attributes(c_train[:300]), fashion_attributes(c_test)
+    assert (y_train.sum(axis=1) >= 2).any()  # genuinely multi-label
+    raw = MultiLabelHead(calibrate=False).fit(e_train[:300], y_train)
+    cal = MultiLabelHead().fit(e_train[:300], y_train)
+    p_raw, p_cal = raw.predict_proba(e_test), cal.predict_proba(e_test)
+    accuracy = (cal.predict(e_test) == y_test).mean(axis=0)
+    ece_raw, ece_cal = _mean_binary_ece(p_raw, y_test), _mean_binary_ece(p_cal, y_test)
+    print(f"per-label accuracy {accuracy.round(3)}; mean ECE raw {ece_raw:.4f} -> {ece_cal:.4f}")
+    assert accuracy.min() > 0.85
+    assert ece_cal < ece_raw and ece_cal < 0.03
+    assert cal.oof_proba_.shape == y_train.shape
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 import threading
 import time
@@ -12,10 +11,10 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from ls_backend import localstack
 from ls_backend.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist
+from ls_backend.demo_project import choice_result, png_data_url
 from ls_backend.label_studio import (
     STATUS_BEGIN,
     STATUS_END,
@@ -33,18 +32,6 @@ LABEL_CONFIG = (
     + "".join(f'<Choice value="{c}"/>' for c in FASHION_MNIST_CLASSES)
     + "</Choices></View>"
 )
-
-
-def png_data_url(image: np.ndarray) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def choice(label: str) -> list[dict]:
-    return [
-        {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [label]}}
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +83,7 @@ def test_token_kind():
 def test_import_and_iter_tasks_paged(ls_client, fashion_tasks):
     pid, ids = new_project(ls_client, fashion_tasks, "paging")
     assert len(ids) == N_IMAGES
-    ls_client.create_annotation(ids[0], choice(FASHION_MNIST_CLASSES[0]), lead_time=1.5)
+    ls_client.create_annotation(ids[0], choice_result(FASHION_MNIST_CLASSES[0]), lead_time=1.5)
     ls_client.create_annotation(ids[1], [], was_cancelled=True)
 
     tasks = list(ls_client.iter_tasks(pid, page_size=7))
@@ -117,7 +104,7 @@ def test_import_and_iter_tasks_paged(ls_client, fashion_tasks):
 
 def test_predictions_drive_next_task(ls_client, fashion_tasks):
     pid, ids = new_project(ls_client, fashion_tasks, "priority")
-    ls_client.create_annotation(ids[5], choice(FASHION_MNIST_CLASSES[1]))
+    ls_client.create_annotation(ids[5], choice_result(FASHION_MNIST_CLASSES[1]))
     rng = np.random.default_rng(0)
     priority = rng.random(len(ids))
     priority[5] = 1.0  # annotated: must not be served even with the top priority
@@ -126,7 +113,7 @@ def test_predictions_drive_next_task(ls_client, fashion_tasks):
             "task": tid,
             "model_version": "smartsize-1",
             "score": float(1.0 - p),
-            "result": choice(FASHION_MNIST_CLASSES[i % 10]),
+            "result": choice_result(FASHION_MNIST_CLASSES[i % 10]),
         }
         for i, (tid, p) in enumerate(zip(ids, priority, strict=True))
     ]
@@ -145,7 +132,9 @@ def test_predictions_drive_next_task(ls_client, fashion_tasks):
 
 def test_invalid_predictions_raise(ls_client, fashion_tasks):
     pid, ids = new_project(ls_client, fashion_tasks[:3], "invalid predictions")
-    bad = [{"task": ids[0], "model_version": "x", "score": 0.5, "result": choice("NoSuchLabel")}]
+    bad = [
+        {"task": ids[0], "model_version": "x", "score": 0.5, "result": choice_result("NoSuchLabel")}
+    ]
     bad[0]["result"][0]["from_name"] = "nope"
     with pytest.raises(LabelStudioError, match="created"):
         ls_client.import_predictions(pid, bad)
@@ -155,7 +144,7 @@ def test_prune_model_version(ls_client, fashion_tasks):
     pid, ids = new_project(ls_client, fashion_tasks[:10], "prune")
     for version in ("v-old", "v-new"):
         preds = [
-            {"task": t, "model_version": version, "score": 0.5, "result": choice("Bag")}
+            {"task": t, "model_version": version, "score": 0.5, "result": choice_result("Bag")}
             for t in ids
         ]
         ls_client.import_predictions(pid, preds)
@@ -298,7 +287,7 @@ def test_connect_ml_backend_with_basic_auth_and_train(ls_client, fashion_tasks):
         assert [b["id"] for b in ls_client.list_ml_backends(pid)] == [backend["id"]]
 
         _StubBackend.received.clear()
-        ls_client.create_annotation(ids[0], choice("Bag"))
+        ls_client.create_annotation(ids[0], choice_result("Bag"))
         hook_calls = [
             r for r in _StubBackend.received if r[2].get("action") == "ANNOTATION_CREATED"
         ]

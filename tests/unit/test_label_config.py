@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from ls_backend.label_config import (
@@ -9,6 +10,7 @@ from ls_backend.label_config import (
     UnsupportedLabelConfig,
     annotation_label,
     parse_label_config,
+    prediction_result,
     to_ls_result,
 )
 
@@ -196,3 +198,21 @@ def test_to_ls_result_multi_label():
     result = to_ls_result(cfg, ["sport", "technology"], 0.6)
     assert result[0]["value"] == {"choices": ["sport", "technology"]}
     assert to_ls_result(cfg, [], 0.9) == []
+
+
+def test_prediction_result_single_and_multiple_choice():
+    single = parse_label_config(TEXT_MULTI_CFG.replace('"multiple"', '"single"'))
+    multi = parse_label_config(TEXT_MULTI_CFG)
+    k = len(multi.labels)
+    p = np.full(k, 0.1)
+    p[1], p[2] = 0.9, 0.6
+    [item] = prediction_result(multi, p)
+    assert item["value"]["choices"] == [multi.labels[1], multi.labels[2]]
+    assert item["score"] == pytest.approx(0.9 * 0.6 * 0.9 ** (k - 2))
+    assert prediction_result(multi, np.full(k, 0.2)) == []  # nothing applies
+    q = np.full(k, 0.5 / (k - 1))
+    q[0] = 0.5
+    [item] = prediction_result(single, q)
+    assert item["value"]["choices"] == [single.labels[0]] and item["score"] == 0.5
+    with pytest.raises(ValueError, match="probabilities"):
+        prediction_result(multi, p[:-1])
