@@ -94,7 +94,7 @@ class Settings:
     criticality: dict[str, float] = field(default_factory=dict)
     critical_classes: tuple[str, ...] = ()
     batch_size: int = 50
-    diversity: float = 0.5
+    diversity: float = 0.1
     min_new_annotations: int = 1
     max_escalations: int = 100
     allowed_hosts: tuple[str, ...] = ()
@@ -149,7 +149,7 @@ class Settings:
             criticality=parse_class_weights(env.get("SMARTSIZE_CRITICALITY", "")),
             critical_classes=critical,
             batch_size=parse_int_env(env, "SMARTSIZE_BATCH_SIZE", 50, low=1),
-            diversity=_parse_float(env, "SMARTSIZE_DIVERSITY", 0.5, low=0, high=1),
+            diversity=_parse_float(env, "SMARTSIZE_DIVERSITY", 0.1, low=0, high=1),
             min_new_annotations=parse_int_env(env, "SMARTSIZE_MIN_NEW_ANNOTATIONS", 1, low=1),
             max_escalations=parse_int_env(env, "SMARTSIZE_MAX_ESCALATIONS", 100, low=0),
             allowed_hosts=hosts,

@@ -45,7 +45,7 @@ class ScoringConfig:
     criticality: tuple[float, ...] | None = None
     critical_classes: tuple[int, ...] = ()
     batch_size: int = 50
-    diversity: float = 0.5
+    diversity: float = 0.1
     n_clusters: int = 0
     thresholds: EscalationThresholds = field(default_factory=EscalationThresholds)
     min_labels_for_audit: int = 20
