@@ -30,6 +30,13 @@ def _data_options(p: argparse.ArgumentParser, pool_default: int | None) -> None:
         default=".work/bench-cache",
         help="embedding cache shared by all benchmarks (default: %(default)s)",
     )
+    p.add_argument(
+        "--data-seed",
+        type=int,
+        default=0,
+        help="seed of the pool/test subsampling: another value gives another pool, e.g. to "
+        "tune on data the reported run never sees (default: %(default)s)",
+    )
     p.add_argument("--backbone", default="tf_efficientnet_lite0")
     p.add_argument("--image-size", type=int, default=96)
     p.add_argument("--out", required=True, help="output folder (results.json, PNG plots)")
@@ -96,6 +103,13 @@ def add_parser(sub) -> None:
         type=float,
         default=1.5,
         help="label count grows by this factor per round (default: %(default)s)",
+    )
+    le.add_argument(
+        "--diversity",
+        type=float,
+        default=None,
+        help="batch diversity of the alo strategy (default: the service's, SMARTSIZE_DIVERSITY's "
+        "default)",
     )
     le.set_defaults(func=_run("label-efficiency"))
 

@@ -299,6 +299,7 @@ def prepare_from_args(args, **extra) -> Prepared:
         image_size=args.image_size,
         pool_size=args.pool_size,
         test_size=args.test_size,
+        data_seed=getattr(args, "data_seed", 0),
         **extra,
     )
 
@@ -372,8 +373,10 @@ def acquire(
     rng: np.random.Generator,
     seed: int,
     class_names=None,
+    alo_config: dict | None = None,
 ) -> np.ndarray:
-    """Indices of the next ``b`` items to label (``labels``: -1 = unlabelled)."""
+    """Indices of the next ``b`` items to label (``labels``: -1 = unlabelled).
+    ``alo_config`` overrides :class:`ScoringConfig` fields for ``alo`` (tuning runs only)."""
     from scoring import select_batch, select_typical, uncertainty
     from scoring.pipeline import ScoringConfig, score_round
 
@@ -407,7 +410,7 @@ def acquire(
             oof_probs=oof,
             n_classes=n_classes,
             class_names=class_names,
-            config=ScoringConfig(batch_size=b, seed=seed),
+            config=ScoringConfig(**{**(alo_config or {}), "batch_size": b, "seed": seed}),
         )
         return np.asarray(rs.batch[:b], dtype=np.int64)
     raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
@@ -420,6 +423,7 @@ def simulate(
     schedule: list[int],
     rare=(),
     on_round=None,
+    alo_config: dict | None = None,
 ) -> list[dict]:
     """One simulated project. Returns one dict per schedule point: ``n_labels`` and the test
     metrics of the head trained on that many labels (plus ``pred`` for ``on_round``)."""
@@ -435,7 +439,16 @@ def simulate(
         have = int((labels >= 0).sum())
         if have < target:  # buy the difference, chosen with the previous round's head
             pick = acquire(
-                strategy, data.x, labels, head, target - have, k, rng, seed, data.class_names
+                strategy,
+                data.x,
+                labels,
+                head,
+                target - have,
+                k,
+                rng,
+                seed,
+                data.class_names,
+                alo_config,
             )
             labels[pick] = data.y[pick]
         lab = np.flatnonzero(labels >= 0)
@@ -489,6 +502,9 @@ def run_label_efficiency(args) -> int:
         f"full ({n} labels): accuracy {full['accuracy']:.4f} macro-F1 {full['macro_f1']:.4f} "
         f"rare recall {_fmt(full['rare_recall'])} [{time.time() - t0:.0f}s]"
     )
+    from scoring.pipeline import ScoringConfig
+
+    alo_config = {} if args.diversity is None else {"diversity": args.diversity}
     runs, curves = [], []
 
     def write(complete: bool) -> dict:
@@ -504,6 +520,7 @@ def run_label_efficiency(args) -> int:
             "strategies": strategies,
             "seeds": args.seeds,
             "schedule": schedule,
+            "alo_diversity": alo_config.get("diversity", ScoringConfig().diversity),
             "info": data.info,
             "summary": summary,
             "curves": curves,
@@ -515,7 +532,7 @@ def run_label_efficiency(args) -> int:
     for seed in range(args.seeds):
         for strategy in strategies:
             t0 = time.time()
-            points = simulate(data, strategy, seed, schedule, rare)
+            points = simulate(data, strategy, seed, schedule, rare, alo_config=alo_config)
             curves.append({"strategy": strategy, "seed": seed, "points": points})
             for b, c in zip(budgets, [max(1, round(b * n)) for b in budgets], strict=True):
                 p = next(p for p in points if p["n_labels"] == c)
