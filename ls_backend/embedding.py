@@ -184,7 +184,9 @@ def _load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def _to_pil(item: Any) -> Image.Image:
+def _to_pil(item: Any, keep_grey: bool = False) -> Image.Image:
+    """``item`` as an RGB PIL image (``keep_grey``: an 8-bit grey one stays mode "L", for
+    callers that replicate it to RGB after resizing, a third of the work)."""
     from PIL import Image
 
     if isinstance(item, Image.Image):
@@ -202,6 +204,8 @@ def _to_pil(item: Any) -> Image.Image:
             )
     else:
         raise ValueError(f"expected a PIL image or a uint8 numpy array, got {type(item).__name__}")
+    if keep_grey and img.mode == "L":
+        return img
     if img.mode != "RGB":
         if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
             # Composite transparent pixels onto white rather than whatever colour they hide.
@@ -210,6 +214,34 @@ def _to_pil(item: Any) -> Image.Image:
             img = Image.alpha_composite(background, rgba)
         img = img.convert("RGB")
     return img
+
+
+def _split_transform(transform: Any) -> tuple[Any, tuple[torch.Tensor, torch.Tensor] | None]:
+    """``(PIL stages, (mean, std) as (1, 3, 1, 1) tensors)`` of a timm eval transform of the
+    usual shape ``[PIL stages..., ToTensor, Normalize]``; ``(transform, None)`` otherwise."""
+    import torch
+    from torchvision import transforms as T
+
+    stages = list(getattr(transform, "transforms", []))
+    if (
+        len(stages) < 2
+        or type(stages[-2]) not in (T.ToTensor, *_timm_to_tensor())
+        or type(stages[-1]) is not T.Normalize
+        or stages[-1].inplace
+    ):
+        return transform, None
+    norm = stages[-1]
+    mean = torch.as_tensor(norm.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.as_tensor(norm.std, dtype=torch.float32).view(1, -1, 1, 1)
+    return T.Compose(stages[:-2]), (mean, std)
+
+
+def _timm_to_tensor() -> tuple[type, ...]:
+    try:
+        from timm.data.transforms import MaybeToTensor
+    except ImportError:  # older timm
+        return ()
+    return (MaybeToTensor,)
 
 
 def _as_items(images: Any) -> Sequence[Any]:
@@ -313,6 +345,7 @@ class ImageEmbedder:
         self.image_size = int(config["input_size"][-1])
         self.crop_pct = crop_pct
         self.transform = create_transform(**config, is_training=False)
+        self._pil_stages, self._norm = _split_transform(self.transform)
         self._dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
 
     # -- construction helpers ------------------------------------------------------------------
@@ -395,10 +428,20 @@ class ImageEmbedder:
         import torch
 
         items = _as_items(images)
-        tensors = [self.transform(_to_pil(items[i])) for i in range(len(items))]
-        if not tensors:
+        if not len(items):
             return torch.empty((0, 3, self.image_size, self.image_size))
-        return torch.stack(tensors).contiguous(memory_format=torch.channels_last)
+        if self._norm is None:  # a transform we cannot split: timm's, image by image
+            tensors = [self.transform(_to_pil(items[i])) for i in range(len(items))]
+            return torch.stack(tensors).contiguous(memory_format=torch.channels_last)
+        # The PIL stages (resize, crop) run per image; to-tensor and normalisation run once on
+        # the whole batch: the same float32 operations, element for element, without the
+        # per-image tensor overhead that cost ~15% of the forward pass on small images.
+        pixels = np.stack(
+            [np.asarray(self._pil_stages(_to_pil(items[i]))) for i in range(len(items))]
+        )
+        batch = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(255)
+        mean, std = self._norm
+        return batch.sub_(mean).div_(std).contiguous(memory_format=torch.channels_last)
 
     def _run(
         self, images: Any, fn: Any, width: int, progress: bool | None, desc: str

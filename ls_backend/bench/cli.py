@@ -167,6 +167,8 @@ def add_parser(sub) -> None:
     sc.add_argument("--out", required=True)
     sc.set_defaults(func=_run("scaling"))
 
+    from ls_backend.bench.embedding import add_embedding_parser
     from ls_backend.bench.service import add_service_parser
 
     add_service_parser(bsub)
+    add_embedding_parser(bsub)

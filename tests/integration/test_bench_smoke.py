@@ -108,3 +108,15 @@ def test_scaling_smoke(tmp_path):
     assert row["smartsize"]["recall_at_k"] == 1.0  # exact search below 50k rows
     assert row["sklearn_brute"]["seconds"] > 0 and row["speedup"] > 0
     assert row["spearman_vs_reference"] > 0.8
+
+
+def test_embedding_overhead_smoke(tmp_path):
+    out = tmp_path / "embedding"
+    rc = main(["bench", "embedding", "--n", "70", "--repeats", "1", "--out", str(out)])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["n_images"] == 70 and res["repeats"] == 1
+    assert set(res["median_s"]) == {"bare", "array", "pipeline", "cached"}
+    assert all(v > 0 for v in res["median_s"].values())
+    # the second pass reads every row from the cache: far cheaper than embedding
+    assert res["cached_over_first"] < 0.5
