@@ -459,6 +459,8 @@ def simulate(
         else:
             pred = head.predict(data.x_test)
         point = {"n_labels": int(lab.size), **evaluate(data.y_test, pred, k, rare)}
+        if len(rare):  # how many of the pool's rare items the strategy has found so far
+            point["rare_labelled"] = int(np.isin(labels[lab], list(rare)).sum())
         points.append(point)
         if on_round is not None:
             on_round(i, point, head, labels)
@@ -545,6 +547,7 @@ def run_label_efficiency(args) -> int:
                         "accuracy": p["accuracy"],
                         "macro_f1": p["macro_f1"],
                         "rare_recall": p["rare_recall"],
+                        "rare_labelled": p.get("rare_labelled"),
                     }
                 )
             last = points[-1]
@@ -581,8 +584,8 @@ def summarize(runs: list[dict], strategies, budgets, full: dict) -> dict:
         for b in budgets:
             rows = [r for r in runs if r["strategy"] == s and r["budget"] == b]
             entry = {}
-            for m in ("accuracy", "macro_f1", "rare_recall"):
-                mean, std = _mean_std([r[m] for r in rows])
+            for m in ("accuracy", "macro_f1", "rare_recall", "rare_labelled"):
+                mean, std = _mean_std([r.get(m) for r in rows])
                 entry[m] = mean
                 entry[m + "_std"] = std
             entry["n_labels"] = rows[0]["n_labels"] if rows else None
@@ -645,6 +648,13 @@ def print_summary(results: dict) -> None:
         for s, row in summary["mean_over_seeds"].items():
             vals = " ".join(f"{row[str(b)][metric]:8.4f}" for b in budgets)
             log(f"{s:10s} {vals} {summary['aulc'][s][metric]:8.4f}")
+    n_rare = sum(results["info"]["pool_class_counts"][c] for c in results["rare_classes"])
+    if n_rare:
+        log(f"\nrare items labelled, of the pool's {n_rare} (mean over {results['seeds']} seeds)")
+        for s, row in summary["mean_over_seeds"].items():
+            cells = [row[str(b)]["rare_labelled"] for b in budgets]
+            vals = " ".join("     n/a" if v is None else f"{v:8.1f}" for v in cells)
+            log(f"{s:10s} {vals}")
     if summary["targets"]:
         log("\ntargets: " + json.dumps(summary["targets"]))
 

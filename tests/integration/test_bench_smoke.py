@@ -16,7 +16,16 @@ from ls_backend.cli import main
 
 pytestmark = pytest.mark.slow
 
-RUN_KEYS = {"strategy", "budget", "seed", "n_labels", "accuracy", "macro_f1", "rare_recall"}
+RUN_KEYS = {
+    "strategy",
+    "budget",
+    "seed",
+    "n_labels",
+    "accuracy",
+    "macro_f1",
+    "rare_recall",
+    "rare_labelled",
+}
 
 
 @pytest.fixture(scope="module")
