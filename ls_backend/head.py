@@ -31,6 +31,7 @@ from scipy.optimize import minimize, minimize_scalar
 from scipy.special import expit, log_softmax, softmax
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold, StratifiedKFold
+from threadpoolctl import threadpool_limits
 
 __all__ = [
     "ClassifierHead",
@@ -99,6 +100,19 @@ def _cold_start_reason(y: np.ndarray) -> str | None:
     return None
 
 
+def blas_threads() -> int:
+    """BLAS threads for fitting a head: ``SMARTSIZE_BLAS_THREADS``, default 1.
+
+    Measured on the 2-core development machine (BENCHMARKS.md): with OpenBLAS's default of one
+    thread per core, fitting on 2,000 x 1280 embeddings took 17-23x longer than with one
+    thread whenever other processes (Label Studio, a torch forward pass, another worker)
+    wanted the cores, because OpenBLAS threads spin-wait for each other.
+    """
+    from ls_backend.config import parse_int_env
+
+    return parse_int_env(os.environ, "SMARTSIZE_BLAS_THREADS", 1, low=1)
+
+
 def _fit_linear(
     x: np.ndarray, y: np.ndarray, c: float, max_iter: int, class_weight: str | None, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -111,7 +125,7 @@ def _fit_linear(
         solver="lbfgs",
         tol=1e-3,  # measured: same accuracy as 1e-4 on Fashion-MNIST embeddings, ~25% faster
     )
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), threadpool_limits(limits=blas_threads(), user_api="blas"):
         warnings.filterwarnings("ignore", message=".*lbfgs failed to converge.*")
         warnings.filterwarnings("ignore", message=".*ConvergenceWarning.*")
         model.fit(x, y)
