@@ -100,6 +100,8 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()
     max_image_bytes: int = 20 * 1024 * 1024
     keep_versions: int = 2
+    # Read by ls_backend.head at fit time; parsed here too so a bad value stops `serve` at start.
+    blas_threads: int = 1
     ambiguous_margin: float = 0.1
     contested: float = 0.5
     model_disagreement: float = 0.9
@@ -155,6 +157,7 @@ class Settings:
             allowed_hosts=hosts,
             max_image_bytes=parse_int_env(env, "SMARTSIZE_MAX_IMAGE_BYTES", 20 * 1024 * 1024, 1024),
             keep_versions=parse_int_env(env, "SMARTSIZE_KEEP_VERSIONS", 2, low=1),
+            blas_threads=parse_int_env(env, "SMARTSIZE_BLAS_THREADS", 1, low=1),
             ambiguous_margin=_parse_float(env, "SMARTSIZE_AMBIGUOUS_MARGIN", 0.1, 0, 1),
             contested=_parse_float(env, "SMARTSIZE_CONTESTED", 0.5, 0, 1),
             model_disagreement=_parse_float(env, "SMARTSIZE_MODEL_DISAGREEMENT", 0.9, 0, 1),

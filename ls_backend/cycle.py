@@ -23,7 +23,7 @@ from ls_backend.head import ClassifierHead, ColdStart, ModelStore, MultiLabelHea
 from ls_backend.label_config import (
     ClassificationConfig,
     annotation_label,
-    is_submitted,
+    chose_none,
     parse_label_config,
     prediction_result,
 )
@@ -83,8 +83,8 @@ def read_tasks(tasks: list[dict], config: ClassificationConfig) -> TaskTable:
         task_votes: dict[Any, int] = {}
         for ann in task.get("annotations") or []:
             chosen = annotation_label(ann, config)
-            if not chosen and not (config.multi_label and is_submitted(ann)):
-                continue
+            if not chosen and not (config.multi_label and chose_none(ann, config)):
+                continue  # skipped, stale, or (single choice) nothing chosen
             who = ann.get("completed_by")
             who = who.get("id") if isinstance(who, dict) else who
             annotators.setdefault(who, len(annotators))
@@ -404,7 +404,11 @@ def _cycle(project_id, settings, client, state, force, progress, report) -> dict
         )
 
     n_labeled = int(labelled.sum())
-    history = [h for h in state["history"] if h["n_labels"] != n_labeled]
+    # A learning curve only makes sense for one task: a changed label set or a switch between
+    # single and multiple choice starts a new history (the metric itself changed).
+    task_signature = {"labels": list(config.labels), "multi_label": config.multi_label}
+    history = state["history"] if state.get("task_signature") in (None, task_signature) else []
+    history = [h for h in history if h["n_labels"] != n_labeled]
     if metric is not None:
         history.append(
             {
@@ -445,6 +449,7 @@ def _cycle(project_id, settings, client, state, force, progress, report) -> dict
             {
                 "model_version": version,
                 "labels": list(config.labels),
+                "multi_label": config.multi_label,
                 "embedder": embedder.cache_id,
             },
         )
@@ -466,6 +471,7 @@ def _cycle(project_id, settings, client, state, force, progress, report) -> dict
     state.update(
         current_version=version,
         current_head=head_version,
+        task_signature=task_signature,
         history=history,
         annotation_count=table.n_annotations,
     )

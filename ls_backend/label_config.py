@@ -19,6 +19,7 @@ __all__ = [
     "ClassificationConfig",
     "UnsupportedLabelConfig",
     "annotation_label",
+    "chose_none",
     "is_submitted",
     "parse_label_config",
     "prediction_result",
@@ -188,29 +189,20 @@ def parse_label_config(xml: str, from_name: str | None = None) -> Classification
 
 
 def is_submitted(annotation: Any) -> bool:
-    """True for an annotation that was submitted (not skipped) with a well-formed result list.
-
-    For multiple choice, such an annotation that chooses nothing says "none of the labels
-    apply", which is a label like any other."""
+    """True for an annotation that was submitted (not skipped) with a well-formed result list."""
     if not isinstance(annotation, Mapping) or annotation.get("was_cancelled"):
         return False
     result = annotation.get("result")
     return isinstance(result, Sequence) and not isinstance(result, (str, bytes))
 
 
-def annotation_label(annotation: Mapping[str, Any], config: ClassificationConfig) -> list[str]:
-    """Labels chosen in one Label Studio annotation for ``config``'s control.
-
-    Returns ``[]`` for cancelled (skipped) annotations, annotations without a result for this
-    control, and malformed results. Choices that are not (or no longer) in the config are
-    dropped; the order of the remaining ones follows the annotation, without duplicates.
-    """
+def _raw_choices(annotation: Any, config: ClassificationConfig) -> list[str] | None:
+    """Every choice string of ``config``'s control in a submitted annotation, in order (None
+    when the annotation is skipped or malformed)."""
     if not is_submitted(annotation):
-        return []
-    result = annotation["result"]
-    known = set(config.labels)
+        return None
     chosen: list[str] = []
-    for item in result:
+    for item in annotation["result"]:
         if not isinstance(item, Mapping):
             continue
         if item.get("from_name") != config.from_name or item.get("to_name") != config.to_name:
@@ -221,10 +213,31 @@ def annotation_label(annotation: Mapping[str, Any], config: ClassificationConfig
         picks = value.get("choices") if isinstance(value, Mapping) else None
         if not isinstance(picks, Sequence) or isinstance(picks, (str, bytes)):
             continue
-        for label in picks:
-            if isinstance(label, str) and label in known and label not in chosen:
-                chosen.append(label)
+        chosen += [label for label in picks if isinstance(label, str)]
     return chosen
+
+
+def annotation_label(annotation: Mapping[str, Any], config: ClassificationConfig) -> list[str]:
+    """Labels chosen in one Label Studio annotation for ``config``'s control.
+
+    Returns ``[]`` for cancelled (skipped) annotations, annotations without a result for this
+    control, and malformed results. Choices that are not (or no longer) in the config are
+    dropped; the order of the remaining ones follows the annotation, without duplicates.
+    """
+    known = set(config.labels)
+    chosen: list[str] = []
+    for label in _raw_choices(annotation, config) or []:
+        if label in known and label not in chosen:
+            chosen.append(label)
+    return chosen
+
+
+def chose_none(annotation: Mapping[str, Any], config: ClassificationConfig) -> bool:
+    """True when a submitted annotation chose nothing for ``config``'s control: for multiple
+    choice, the answer "none of the labels apply". An annotation whose only choices are no
+    longer in the config (a renamed or removed choice) is NOT "none": it is stale."""
+    raw = _raw_choices(annotation, config)
+    return raw is not None and not raw
 
 
 def to_ls_result(
@@ -268,14 +281,17 @@ def prediction_result(config: ClassificationConfig, probs: Sequence[float]) -> l
 
     Single choice: the most probable class, scored with its probability. Multiple choice
     (``probs`` independent per label): every label with P >= ``MULTI_LABEL_THRESHOLD``, scored
-    with the probability of exactly that set, ``prod_j max(p_j, 1 - p_j)``; ``[]`` when no
-    label reaches the threshold (the model predicts that none applies).
+    with the confidence of the least certain label, ``min_j max(p_j, 1 - p_j)`` (it does not
+    shrink with the number of labels, as the probability of the whole set would); ``[]`` when
+    no label reaches the threshold (the model predicts that none applies).
     """
     p = np.asarray(probs, dtype=np.float64)
     if p.shape != (len(config.labels),):
         raise ValueError(f"expected {len(config.labels)} probabilities, got shape {p.shape}")
+    if not np.all(np.isfinite(p)) or p.min() < 0.0 or p.max() > 1.0:
+        raise ValueError(f"probabilities must be finite and within [0, 1], got {p.tolist()}")
     if config.multi_label:
         chosen = [c for c, pj in zip(config.labels, p, strict=True) if pj >= MULTI_LABEL_THRESHOLD]
-        return to_ls_result(config, chosen, float(np.prod(np.maximum(p, 1.0 - p))))
+        return to_ls_result(config, chosen, float(np.min(np.maximum(p, 1.0 - p))))
     j = int(p.argmax())
     return to_ls_result(config, [config.labels[j]], float(p[j]))

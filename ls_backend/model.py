@@ -13,7 +13,7 @@ import numpy as np
 from ls_backend.cache import EmbeddingCache, content_hash
 from ls_backend.config import Settings
 from ls_backend.cycle import embed_tasks, get_embedder, media_fetcher
-from ls_backend.head import ModelStore
+from ls_backend.head import ModelStore, MultiLabelHead
 from ls_backend.label_config import (
     UnsupportedLabelConfig,
     parse_label_config,
@@ -87,7 +87,10 @@ class SmartsizeModel:
         if stored is None or not tasks:
             return empty
         config = parse_label_config(label_config or "")
-        if list(stored.meta.get("labels", [])) != list(config.labels):
+        stored_multi = isinstance(stored.head, MultiLabelHead)
+        if list(stored.meta.get("labels", [])) != list(config.labels) or (
+            stored_multi != config.multi_label
+        ):
             log.warning(
                 "project %s: label config changed since the last cycle; no pre-labels "
                 "until the next one",

@@ -131,6 +131,8 @@ def project_section(
         _row("SME escalations", ok.get("n_escalated", "-")),
         _row("label issues", ok.get("n_label_issues", "-")),
         _row("model version served", state.get("current_version") or "-"),
+        _row("pre-labels", _prelabel_state(ok)),
+        _row("tasks with unreadable media", ok.get("n_media_errors", "-")),
         _row(
             "last cycle",
             f"{last.get('status', '-')} at {last.get('finished_at', '-')} "
@@ -165,6 +167,16 @@ def project_section(
         parts.append('<div class="plots">' + "".join(plots) + "</div>")
     parts.append("</section>")
     return "".join(parts)
+
+
+def _prelabel_state(report: dict) -> str:
+    """Whether the served version carries model pre-labels, and if not, why."""
+    if not report:
+        return "-"
+    if report.get("head_version"):
+        return "from the trained head"
+    reason = report.get("cold_start_reason") or "not enough labels yet"
+    return f"none: {reason}"
 
 
 def render_status_page(model_dir: Path, queue, label_studio_url: str | None) -> str:

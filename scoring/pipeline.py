@@ -181,7 +181,8 @@ def score_round_multilabel(
     ``min c / max c``); the SME rules and the audit run per label and an item is escalated or
     flagged when any label is, with reasons naming the label. ``confusions`` entries carry
     ``label`` and read "'not X' is often really 'X'" (X systematically left off) or the
-    reverse (X applied where it does not belong).
+    reverse (X applied where it does not belong); a label confused in both directions at once
+    is reported in neither (two-way noise, not a systematic slip).
     """
     cfg = config or ScoringConfig()
     x = as_embeddings(embeddings, min_rows=2)
@@ -247,7 +248,8 @@ def score_round_multilabel(
             esc_parts[i].append(f"[{name}] {e_reason[i]}")
         for i in np.flatnonzero(iss):
             issue_parts[i].append(f"[{name}] {iss_reason[i]}")
-        confusions += [{**c, "label": j} for c in conf]
+        if len(conf) == 1:  # both directions at once is two-way noise, not a systematic slip
+            confusions.append({**conf[0], "label": j})
     confusions.sort(key=lambda c: -c["count"])
     esc_reason = ["; ".join(r) for r in esc_parts]
     escalate, esc_reason = _cap(escalate, esc_reason, severity, cfg.max_escalations)

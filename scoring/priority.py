@@ -81,7 +81,7 @@ def priority(
     Where probabilities are not one distribution per item (multi-label), the caller computes
     the two per-item quantities itself and passes them instead: ``rarity (n,)`` in [0, 1] (with
     ``rarity_class (n,)``, the class it refers to, for the reason) replaces ``pred_probs`` and
-    ``class_counts``; ``item_criticality (n,)`` in (0, 1] replaces ``criticality``.
+    ``class_counts``; ``item_criticality (n,)`` in [0, 1] replaces ``criticality``.
     """
     signals: dict[str, np.ndarray] = {}
     n = None

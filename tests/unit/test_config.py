@@ -41,6 +41,8 @@ def test_defaults_and_names_users_know():
         ({"SMARTSIZE_WEIGHTS": "imagenet"}, "SMARTSIZE_WEIGHTS"),
         ({"SMARTSIZE_CRITICALITY": "Defect"}, "Class=weight"),
         ({"SMARTSIZE_CRITICALITY": "Defect=-1"}, ">= 0"),
+        ({"SMARTSIZE_BLAS_THREADS": "abc"}, "SMARTSIZE_BLAS_THREADS"),
+        ({"SMARTSIZE_BLAS_THREADS": "0"}, "SMARTSIZE_BLAS_THREADS"),
     ],
 )
 def test_invalid_configuration_fails_clearly(env, match):

@@ -208,7 +208,7 @@ def test_prediction_result_single_and_multiple_choice():
     p[1], p[2] = 0.9, 0.6
     [item] = prediction_result(multi, p)
     assert item["value"]["choices"] == [multi.labels[1], multi.labels[2]]
-    assert item["score"] == pytest.approx(0.9 * 0.6 * 0.9 ** (k - 2))
+    assert item["score"] == pytest.approx(0.6)  # the least certain label
     assert prediction_result(multi, np.full(k, 0.2)) == []  # nothing applies
     q = np.full(k, 0.5 / (k - 1))
     q[0] = 0.5
@@ -216,3 +216,7 @@ def test_prediction_result_single_and_multiple_choice():
     assert item["value"]["choices"] == [single.labels[0]] and item["score"] == 0.5
     with pytest.raises(ValueError, match="probabilities"):
         prediction_result(multi, p[:-1])
+    with pytest.raises(ValueError, match="within"):
+        prediction_result(multi, [np.nan, 0.7, 0.1])
+    with pytest.raises(ValueError, match="within"):
+        prediction_result(multi, [1.2, 0.7, 0.1])

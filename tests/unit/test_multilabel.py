@@ -217,11 +217,42 @@ def test_read_tasks_multilabel_votes_empty_choice_and_skips():
         {"id": 3, "data": {"image": "c"}, "annotations": [ann(1, ["dog"], cancelled=True)]},
         {"id": 4, "data": {"image": "d"}, "annotations": [ann(2, None)]},  # submitted, no choice
         {"id": 5, "data": {"image": "e"}},
+        # only a choice that was renamed since: stale, not "none apply"
+        {"id": 6, "data": {"image": "f"}, "annotations": [ann(1, ["kitten"])]},
     ]
     table = read_tasks(tasks, config)
-    assert table.annotations.shape == (5, 2, 3)
+    assert table.annotations.shape == (6, 2, 3)
     np.testing.assert_array_equal(table.labels[0], [1, 0, 1])
     assert table.labels[1, 1] == 0  # 1 of 2 annotators chose 'dog': a tie leaves it off
     np.testing.assert_array_equal(table.labels[3], [0, 0, 0])  # "none apply" is a label
-    np.testing.assert_array_equal(table.labelled, [True, True, False, True, False])
+    np.testing.assert_array_equal(table.labelled, [True, True, False, True, False, False])
     assert table.n_annotations == 4
+
+
+def test_a_label_confused_both_ways_is_noise_not_a_systematic_confusion():
+    x, y, _ = attribute_blobs(seed=6)
+    labels = y.copy()
+    rng = np.random.default_rng(7)
+    both = rng.choice(len(y), 60, replace=False)
+    labels[both, 0] = 1 - labels[both, 0]  # 'cat' flipped at random, in both directions
+    p = stand_in_probs(y, seed=8)
+    res = score_round_multilabel(x, labels, pred_probs=p, oof_probs=p, class_names=NAMES)
+    assert res.label_issue[both].mean() > 0.5  # the items are still flagged one by one
+    assert not [c for c in res.confusions if c["label"] == 0]
+
+
+def test_predict_gives_no_prelabels_from_a_head_of_the_other_kind(tmp_path):
+    from ls_backend.config import Settings
+    from ls_backend.demo_project import choices_label_config
+    from ls_backend.model import SmartsizeModel
+    from ls_backend.state import project_dir, save_state
+
+    x, y, _ = attribute_blobs(n=60)
+    store = ModelStore(project_dir(tmp_path, 1) / "heads")
+    version = store.save(MultiLabelHead().fit(x, y), {"labels": NAMES, "multi_label": True})
+    save_state(tmp_path, 1, {"current_head": version, "current_version": "smartsize-v1"})
+    model = SmartsizeModel(Settings(model_dir=tmp_path))
+    tasks = [{"id": 1, "data": {"image": "data:image/png;base64,AAAA"}}]
+    single = choices_label_config(NAMES)  # the project switched to single choice
+    out = model.predict(tasks, project_id=1, label_config=single)
+    assert out == [{"result": [], "score": 0.0, "model_version": "smartsize-v1"}]
