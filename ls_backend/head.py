@@ -161,22 +161,9 @@ def _fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return float(np.exp(best)) if nll(best) <= nll(0.0) else 1.0
 
 
-class ClassifierHead:
-    """Multinomial logistic regression on L2-normalised embeddings, temperature-calibrated.
-
-    Args:
-        C: inverse L2 regularisation strength (scikit-learn's ``C``).
-        max_iter: lbfgs iterations.
-        calibrate: fit the temperature on out-of-fold logits (else T = 1).
-        n_folds: folds for the out-of-fold logits used by calibration.
-        class_weight: ``"balanced"`` (default) or None.
-
-    Fitted attributes: ``coef_ (m, d)``, ``intercept_ (m,)``, ``classes_ (m,)`` (the m classes
-    present in training), ``n_classes_``, ``n_features_``, ``temperature_``, and
-    ``oof_proba_ (n, n_classes)``: the calibrated out-of-fold probabilities of the training rows
-    (None when ``calibrate=False``), equal to what :meth:`out_of_fold_proba` would return with
-    the same seed, so a cycle need not compute them twice.
-    """
+class _LinearHead:
+    """What both heads share: the logistic-regression hyper-parameters, their validation and
+    their (pickle-free) array form."""
 
     def __init__(
         self,
@@ -195,18 +182,64 @@ class ClassifierHead:
         self.class_weight = class_weight
         self.coef_: np.ndarray | None = None
         self.intercept_: np.ndarray | None = None
-        self.classes_: np.ndarray | None = None
         self.n_classes_: int | None = None
         self.n_features_: int | None = None
-        self.temperature_: float = 1.0
         self.oof_proba_: np.ndarray | None = None
-
-    # -------------------------------------------------------------- state
 
     @property
     def is_ready(self) -> bool:
-        """True once fitted on at least two classes (predictions are meaningful)."""
+        """True once fitted (predictions are meaningful)."""
         return self.coef_ is not None
+
+    def _common_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "format": np.array(_FORMAT),
+            "coef": np.asarray(self.coef_),
+            "intercept": np.asarray(self.intercept_),
+            "hyper": np.array([self.C, self.max_iter, float(self.calibrate), self.n_folds]),
+            "balanced": np.array(self.class_weight == "balanced"),
+        }
+
+    @classmethod
+    def _from_common_arrays(cls, arrays: dict[str, np.ndarray]):
+        fmt = int(arrays["format"])
+        if fmt != _FORMAT:
+            raise ValueError(f"unsupported head format {fmt} (this code reads {_FORMAT})")
+        c, max_iter, calibrate, n_folds = (float(v) for v in arrays["hyper"])
+        head = cls(
+            C=c,
+            max_iter=int(max_iter),
+            calibrate=bool(calibrate),
+            n_folds=int(n_folds),
+            class_weight="balanced" if bool(arrays["balanced"]) else None,
+        )
+        head.coef_ = np.asarray(arrays["coef"], dtype=np.float64)
+        head.intercept_ = np.asarray(arrays["intercept"], dtype=np.float64)
+        head.n_features_ = int(head.coef_.shape[1])
+        return head
+
+
+class ClassifierHead(_LinearHead):
+    """Multinomial logistic regression on L2-normalised embeddings, temperature-calibrated.
+
+    Args:
+        C: inverse L2 regularisation strength (scikit-learn's ``C``).
+        max_iter: lbfgs iterations.
+        calibrate: fit the temperature on out-of-fold logits (else T = 1).
+        n_folds: folds for the out-of-fold logits used by calibration.
+        class_weight: ``"balanced"`` (default) or None.
+
+    Fitted attributes: ``coef_ (m, d)``, ``intercept_ (m,)``, ``classes_ (m,)`` (the m classes
+    present in training), ``n_classes_``, ``n_features_``, ``temperature_``, and
+    ``oof_proba_ (n, n_classes)``: the calibrated out-of-fold probabilities of the training rows
+    (None when ``calibrate=False``), equal to what :meth:`out_of_fold_proba` would return with
+    the same seed, so a cycle need not compute them twice.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.classes_: np.ndarray | None = None
+        self.temperature_: float = 1.0
 
     @staticmethod
     def cold_start_reason(labels: Any) -> str | None:
@@ -325,35 +358,18 @@ class ClassifierHead:
         """Plain numpy arrays describing the fitted head (no pickle)."""
         self._require_fitted()
         return {
-            "format": np.array(_FORMAT),
-            "coef": np.asarray(self.coef_),
-            "intercept": np.asarray(self.intercept_),
+            **self._common_arrays(),
             "classes": np.asarray(self.classes_),
             "n_classes": np.array(self.n_classes_),
             "temperature": np.array(self.temperature_),
-            "hyper": np.array([self.C, self.max_iter, float(self.calibrate), self.n_folds]),
-            "balanced": np.array(self.class_weight == "balanced"),
         }
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ClassifierHead:
         """Inverse of :meth:`to_arrays`."""
-        fmt = int(arrays["format"])
-        if fmt != _FORMAT:
-            raise ValueError(f"unsupported head format {fmt} (this code reads {_FORMAT})")
-        c, max_iter, calibrate, n_folds = (float(v) for v in arrays["hyper"])
-        head = cls(
-            C=c,
-            max_iter=int(max_iter),
-            calibrate=bool(calibrate),
-            n_folds=int(n_folds),
-            class_weight="balanced" if bool(arrays["balanced"]) else None,
-        )
-        head.coef_ = np.asarray(arrays["coef"], dtype=np.float64)
-        head.intercept_ = np.asarray(arrays["intercept"], dtype=np.float64)
+        head = cls._from_common_arrays(arrays)
         head.classes_ = np.asarray(arrays["classes"], dtype=np.int64)
         head.n_classes_ = int(arrays["n_classes"])
-        head.n_features_ = int(head.coef_.shape[1])
         head.temperature_ = float(arrays["temperature"])
         if head.coef_.shape[0] != head.classes_.size or head.intercept_.size != head.classes_.size:
             raise ValueError("corrupt head: coefficient and class shapes disagree")
@@ -427,7 +443,7 @@ def _check_label_matrix(labels: Any, n: int) -> np.ndarray:
     return y.astype(np.int64)
 
 
-class MultiLabelHead:
+class MultiLabelHead(_LinearHead):
     """Multi-label head: one binary logistic regression per label (one-vs-rest) on
     L2-normalised embeddings, ``class_weight="balanced"`` within each label, and one
     Platt scaling per label (``P = sigmoid(a_j z + b_j)``) fitted on out-of-fold logits: a
@@ -442,32 +458,10 @@ class MultiLabelHead:
     ``oof_proba_ (n, k)``.
     """
 
-    def __init__(
-        self,
-        C: float = 10.0,
-        max_iter: int = 1000,
-        calibrate: bool = True,
-        n_folds: int = 5,
-        class_weight: str | None = "balanced",
-    ) -> None:
-        if C <= 0 or max_iter < 1 or n_folds < 2:
-            raise ValueError("C must be > 0, max_iter >= 1, n_folds >= 2")
-        self.C = float(C)
-        self.max_iter = int(max_iter)
-        self.calibrate = bool(calibrate)
-        self.n_folds = int(n_folds)
-        self.class_weight = class_weight
-        self.coef_: np.ndarray | None = None
-        self.intercept_: np.ndarray | None = None
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.scale_: np.ndarray | None = None
         self.shift_: np.ndarray | None = None
-        self.n_classes_: int | None = None
-        self.n_features_: int | None = None
-        self.oof_proba_: np.ndarray | None = None
-
-    @property
-    def is_ready(self) -> bool:
-        return self.coef_ is not None
 
     @staticmethod
     def cold_start_reason(labels: Any) -> str | None:
@@ -542,36 +536,22 @@ class MultiLabelHead:
         if not self.is_ready:
             raise ColdStart("the head is not fitted (cold start): nothing to save")
         return {
-            "format": np.array(_FORMAT),
+            **self._common_arrays(),
             "kind": np.array(_MULTILABEL),
-            "coef": np.asarray(self.coef_),
-            "intercept": np.asarray(self.intercept_),
             "platt": np.stack([np.asarray(self.scale_), np.asarray(self.shift_)]),
-            "hyper": np.array([self.C, self.max_iter, float(self.calibrate), self.n_folds]),
-            "balanced": np.array(self.class_weight == "balanced"),
         }
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> MultiLabelHead:
-        fmt = int(arrays["format"])
-        if fmt != _FORMAT or str(arrays.get("kind")) != _MULTILABEL:
-            raise ValueError("not a multi-label head of this format")
-        c, max_iter, calibrate, n_folds = (float(v) for v in arrays["hyper"])
-        head = cls(
-            C=c,
-            max_iter=int(max_iter),
-            calibrate=bool(calibrate),
-            n_folds=int(n_folds),
-            class_weight="balanced" if bool(arrays["balanced"]) else None,
-        )
-        head.coef_ = np.asarray(arrays["coef"], dtype=np.float64)
-        head.intercept_ = np.asarray(arrays["intercept"], dtype=np.float64)
+        if str(arrays.get("kind")) != _MULTILABEL:
+            raise ValueError("not a multi-label head")
+        head = cls._from_common_arrays(arrays)
         platt = np.asarray(arrays["platt"], dtype=np.float64)
         k = head.coef_.shape[0]
         if head.intercept_.shape != (k,) or platt.shape != (2, k):
             raise ValueError("corrupt head: coefficient, intercept and Platt shapes disagree")
         head.scale_, head.shift_ = platt[0], platt[1]
-        head.n_classes_, head.n_features_ = int(k), int(head.coef_.shape[1])
+        head.n_classes_ = int(k)
         return head
 
 

@@ -108,8 +108,7 @@ def score_round(
     n_lab = int(labeled.sum())
     cold = p is None or n_lab < cold_start_labels(k)
 
-    nb = knn(x, min(max(cfg.uniqueness_k, cfg.typicality_k), n - 1), center=True, seed=cfg.seed)
-    uniq = uniqueness(x, min(cfg.uniqueness_k, n - 1), neighbors=nb)
+    nb, uniq = _neighbourhood(x, cfg)
     unc = None if p is None else uncertainty(p, cfg.uncertainty_method)
     signals = {}
     if not cold:
@@ -137,9 +136,6 @@ def score_round(
     escalate, esc_reason, severity, issue, issue_reason, confusions = found
     escalate, esc_reason = _cap(escalate, esc_reason, severity, cfg.max_escalations)
 
-    clusters = None
-    if cfg.n_clusters > 0:
-        clusters, _ = kmeans(x, cfg.n_clusters, seed=cfg.seed)
     return RoundScores(
         queue,
         score,
@@ -153,7 +149,7 @@ def score_round(
         issue,
         issue_reason,
         confusions,
-        clusters,
+        _clusters(x, cfg),
     )
 
 
@@ -199,8 +195,7 @@ def score_round_multilabel(
     n_lab = int(labeled.sum())
     cold = p is None or n_lab < cold_start_labels(k)
 
-    nb = knn(x, min(max(cfg.uniqueness_k, cfg.typicality_k), n - 1), center=True, seed=cfg.seed)
-    uniq = uniqueness(x, min(cfg.uniqueness_k, n - 1), neighbors=nb)
+    nb, uniq = _neighbourhood(x, cfg)
     unc = None if p is None else multilabel_uncertainty(p, cfg.uncertainty_method)
     signals = {}
     if not cold:
@@ -254,9 +249,6 @@ def score_round_multilabel(
     esc_reason = ["; ".join(r) for r in esc_parts]
     escalate, esc_reason = _cap(escalate, esc_reason, severity, cfg.max_escalations)
 
-    clusters = None
-    if cfg.n_clusters > 0:
-        clusters, _ = kmeans(x, cfg.n_clusters, seed=cfg.seed)
     return RoundScores(
         queue,
         score,
@@ -270,11 +262,26 @@ def score_round_multilabel(
         issue,
         ["; ".join(r) for r in issue_parts],
         confusions,
-        clusters,
+        _clusters(x, cfg),
     )
 
 
 # ------------------------------------------------------------------------- shared steps
+def _neighbourhood(x, cfg: ScoringConfig):
+    """One kNN search serving both uniqueness and typicality; returns ``(neighbours,
+    uniqueness (n,))``."""
+    n = x.shape[0]
+    nb = knn(x, min(max(cfg.uniqueness_k, cfg.typicality_k), n - 1), center=True, seed=cfg.seed)
+    return nb, uniqueness(x, min(cfg.uniqueness_k, n - 1), neighbors=nb)
+
+
+def _clusters(x, cfg: ScoringConfig):
+    """k-means cluster ids (n,) when ``cfg.n_clusters`` asks for them, else None."""
+    if cfg.n_clusters <= 0:
+        return None
+    return kmeans(x, cfg.n_clusters, seed=cfg.seed)[0]
+
+
 def _rank(x, labeled, cold, nb, cfg: ScoringConfig, signals: dict):
     """Queue, score, reason and diverse batch: typicality in cold start, else ``priority`` of
     the given signals. Returns ``(queue (n,), score (n,), reason (n,) object, batch)``."""
