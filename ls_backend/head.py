@@ -104,9 +104,9 @@ def blas_threads() -> int:
     """BLAS threads for fitting a head: ``SMARTSIZE_BLAS_THREADS``, default 1.
 
     Measured on the 2-core development machine (BENCHMARKS.md): with OpenBLAS's default of one
-    thread per core, fitting on 2,000 x 1280 embeddings took 17-23x longer than with one
-    thread whenever other processes (Label Studio, a torch forward pass, another worker)
-    wanted the cores, because OpenBLAS threads spin-wait for each other.
+    thread per core, fitting on 2,000 x 1280 embeddings took 3x longer than with one thread on
+    an idle machine, and 17-23x longer whenever other processes (Label Studio, a torch forward
+    pass, another worker) wanted the cores, because OpenBLAS threads spin-wait for each other.
     """
     from ls_backend.config import parse_int_env
 
