@@ -73,6 +73,18 @@ def parse_class_weights(raw: str, name: str = "SMARTSIZE_CRITICALITY") -> dict[s
     return out
 
 
+def _parse_priority_weights(raw: str) -> dict[str, float]:
+    """``"uniqueness=0.2, rarity=0.2"`` -> weights over scoring's DEFAULT_WEIGHTS."""
+    from scoring.priority import DEFAULT_WEIGHTS
+
+    name = "SMARTSIZE_PRIORITY_WEIGHTS"
+    weights = parse_class_weights(raw, name)
+    unknown = sorted(set(weights) - set(DEFAULT_WEIGHTS))
+    if unknown:
+        raise ConfigError(f"{name}: unknown signal(s) {unknown}; known: {sorted(DEFAULT_WEIGHTS)}")
+    return weights
+
+
 def _check_url(name: str, url: str) -> str:
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -92,6 +104,7 @@ class Settings:
     tau: float = 1e-4
     cost_per_label: float = 1.0
     criticality: dict[str, float] = field(default_factory=dict)
+    priority_weights: dict[str, float] = field(default_factory=dict)  # over DEFAULT_WEIGHTS
     critical_classes: tuple[str, ...] = ()
     batch_size: int = 50
     diversity: float = 0.1
@@ -149,6 +162,7 @@ class Settings:
             tau=_parse_float(env, "SMARTSIZE_TAU", 1e-4, low=0, low_open=True),
             cost_per_label=_parse_float(env, "SMARTSIZE_COST_PER_LABEL", 1.0, low=0, low_open=True),
             criticality=parse_class_weights(env.get("SMARTSIZE_CRITICALITY", "")),
+            priority_weights=_parse_priority_weights(env.get("SMARTSIZE_PRIORITY_WEIGHTS", "")),
             critical_classes=critical,
             batch_size=parse_int_env(env, "SMARTSIZE_BATCH_SIZE", 50, low=1),
             diversity=_parse_float(env, "SMARTSIZE_DIVERSITY", 0.1, low=0, high=1),

@@ -374,6 +374,7 @@ def _cycle(project_id, settings, client, state, force, progress, report) -> dict
         critical_confident=max(settings.critical_prob, 0.9),
     )
     cfg = ScoringConfig(
+        weights=settings.priority_weights or None,
         criticality=crit,
         critical_classes=critical,
         batch_size=settings.batch_size,

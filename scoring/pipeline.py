@@ -115,6 +115,7 @@ def score_round(
         signals = dict(
             uncertainty=unc,
             uniqueness=uniq,
+            typicality=typicality(x, neighbors=nb),
             pred_probs=p,
             class_counts=np.bincount(y[labeled], minlength=k),
             criticality=cfg.criticality,
@@ -204,6 +205,7 @@ def score_round_multilabel(
         signals = dict(
             uncertainty=unc,
             uniqueness=uniq,
+            typicality=typicality(x, neighbors=nb),
             rarity=np.clip(weighted.max(axis=1), 0.0, 1.0),
             rarity_class=weighted.argmax(axis=1),
             item_criticality=_multilabel_criticality(p, cfg.criticality),
@@ -283,8 +285,9 @@ def _clusters(x, cfg: ScoringConfig):
 
 
 def _rank(x, labeled, cold, nb, cfg: ScoringConfig, signals: dict):
-    """Queue, score, reason and diverse batch: typicality in cold start, else ``priority`` of
-    the given signals. Returns ``(queue (n,), score (n,), reason (n,) object, batch)``."""
+    """Queue, score, reason and diverse batch: typicality alone in cold start, else
+    ``priority`` of the given signals (weights ``cfg.weights`` over ``DEFAULT_WEIGHTS``).
+    Returns ``(queue (n,), score (n,), reason (n,) object, batch)``."""
     n = x.shape[0]
     unlabeled = ~labeled
     if cold:

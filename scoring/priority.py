@@ -9,11 +9,15 @@ import numpy as np
 from scoring._validation import as_embeddings, as_probs, as_unit_scores
 from scoring.neighbors import kmeans, normalize
 
+# Measured on two Fashion-MNIST tuning pools (BENCHMARKS.md): typicality (information
+# density) instead of uniqueness, and rarity doubled, beat the first defaults (uniqueness 0.2,
+# rarity 0.2) by up to 8 points of macro-F1 at small budgets and never lost by more than noise.
+# Uniqueness stays available (weight > 0) for projects that want outliers first.
 DEFAULT_WEIGHTS = {
     "uncertainty": 0.4,
-    "uniqueness": 0.2,
+    "uniqueness": 0.0,
     "typicality": 0.2,
-    "rarity": 0.2,
+    "rarity": 0.4,
     "disagreement": 0.2,
 }
 REASON_WORDS = {

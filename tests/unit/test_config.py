@@ -17,11 +17,13 @@ def test_defaults_and_names_users_know():
             "SMARTSIZE_TAU": "0.001",
             "SMARTSIZE_CRITICALITY": "Defect=3, Scratch=2",
             "SMARTSIZE_IMAGE_SIZE": "96",
+            "SMARTSIZE_PRIORITY_WEIGHTS": "uniqueness=0.2",
         }
     )
     assert s.label_studio_url == "http://localhost:8080" and s.auth_enabled
     assert s.criticality == {"Defect": 3.0, "Scratch": 2.0} and s.tau == 0.001
     assert s.embedder["image_size"] == 96
+    assert s.priority_weights == {"uniqueness": 0.2}
     public = s.public()
     assert public["label_studio_api_key"] == "***" and public["basic_auth_pass"] == "***"
     assert "pw" not in public["redis_url"]
@@ -42,6 +44,8 @@ def test_defaults_and_names_users_know():
         ({"SMARTSIZE_CRITICALITY": "Defect"}, "Class=weight"),
         ({"SMARTSIZE_CRITICALITY": "Defect=-1"}, ">= 0"),
         ({"SMARTSIZE_BLAS_THREADS": "abc"}, "SMARTSIZE_BLAS_THREADS"),
+        ({"SMARTSIZE_PRIORITY_WEIGHTS": "novelty=1"}, "unknown signal"),
+        ({"SMARTSIZE_PRIORITY_WEIGHTS": "uniqueness=-1"}, ">= 0"),
         ({"SMARTSIZE_BLAS_THREADS": "0"}, "SMARTSIZE_BLAS_THREADS"),
     ],
 )

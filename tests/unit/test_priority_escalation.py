@@ -24,7 +24,8 @@ def test_class_rarity_hand_computed():
 def test_priority_weighted_mean_and_reasons():
     unc = np.array([0.9, 0.1, 0.1])
     uniq = np.array([0.1, 0.9, 0.1])
-    res = priority(uncertainty=unc, uniqueness=uniq, weights={"uncertainty": 0.5})
+    weights = {"uncertainty": 0.5, "uniqueness": 0.2}
+    res = priority(uncertainty=unc, uniqueness=uniq, weights=weights)
     # weights 0.5 and 0.2 renormalised to 5/7 and 2/7
     np.testing.assert_allclose(res.score, 5 / 7 * unc + 2 / 7 * uniq)
     assert list(res.reason) == ["model uncertain", "unlike anything labelled", "model uncertain"]
