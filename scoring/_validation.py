@@ -61,12 +61,7 @@ def as_labels(
         raise ValueError(f"{name} must be 1-D (n,); got shape {y.shape}")
     if y.size == 0:
         raise ValueError(f"{name} is empty")
-    if y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-            raise ValueError(f"{name} must be integer class indices")
-    elif y.dtype.kind not in "iu":
-        raise ValueError(f"{name} must be integer class indices; got dtype {y.dtype}")
-    y = y.astype(np.int64)
+    y = as_int64(y, name, "integer class indices")
     if n is not None and y.shape[0] != n:
         raise ValueError(f"{name} has {y.shape[0]} rows but {n} were expected")
     low = -1 if allow_missing else 0
@@ -75,6 +70,17 @@ def as_labels(
     if k is not None and y.max() >= k:
         raise ValueError(f"{name} contains class {y.max()} but there are only k={k} classes")
     return y
+
+
+def as_int64(values: np.ndarray, name: str, what: str, kinds: str = "iu") -> np.ndarray:
+    """``values`` as int64 when they are integers (of dtype kind in ``kinds``, or whole finite
+    floats); ``ValueError`` saying ``name must be <what>`` otherwise."""
+    if values.dtype.kind == "f":
+        if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
+            raise ValueError(f"{name} must be {what}")
+    elif values.dtype.kind not in kinds:
+        raise ValueError(f"{name} must be {what}; got dtype {values.dtype}")
+    return values.astype(np.int64)
 
 
 def as_unit_scores(values, n: int | None = None, name: str = "scores") -> np.ndarray:

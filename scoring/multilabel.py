@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scoring._validation import as_int64
 from scoring.disagreement import vote_stats
 from scoring.uncertainty import uncertainty
 
@@ -56,12 +57,7 @@ def as_label_matrix(
     y = np.asarray(label_matrix)
     if y.ndim != 2 or y.shape[0] == 0 or y.shape[1] == 0:
         raise ValueError(f"{name} must be a non-empty 2-D (n, k) matrix; got shape {y.shape}")
-    if y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-            raise ValueError(f"{name} must hold integers -1, 0 or 1")
-    elif y.dtype.kind not in "iub":
-        raise ValueError(f"{name} must hold integers -1, 0 or 1; got dtype {y.dtype}")
-    y = y.astype(np.int64)
+    y = as_int64(y, name, "integers -1, 0 or 1", kinds="iub")
     if n is not None and y.shape[0] != n:
         raise ValueError(f"{name} has {y.shape[0]} rows but {n} were expected")
     if k is not None and y.shape[1] != k:
