@@ -32,7 +32,7 @@ from ls_backend.media import MediaError, MediaFetcher
 from ls_backend.state import load_state, project_dir, save_state
 from scoring import cohens_kappa, stopping_rule, vote_stats
 from scoring.escalation import EscalationThresholds
-from scoring.multilabel import multilabel_votes
+from scoring.multilabel import multilabel_decisions, multilabel_votes
 from scoring.pipeline import ScoringConfig, score_round, score_round_multilabel
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def read_tasks(tasks: list[dict], config: ClassificationConfig) -> TaskTable:
         values.append(value)
         hashes.append(content_hash(value))
         datas.append(data)
-        task_votes: dict[Any, int] = {}
+        task_votes: dict[Any, Any] = {}  # annotator -> class index, or 0/1 per label
         for ann in task.get("annotations") or []:
             chosen = annotation_label(ann, config)
             if not chosen and not (config.multi_label and chose_none(ann, config)):
@@ -211,20 +211,20 @@ def _class_weights(settings: Settings, config: ClassificationConfig):
     return crit, critical
 
 
+def _decisions(probs: np.ndarray, multi_label: bool) -> np.ndarray:
+    """A head's hard predictions: the class per row, or the 0/1 choice per label."""
+    return multilabel_decisions(probs) if multi_label else probs.argmax(axis=1)
+
+
 def _macro_f1(y_true: np.ndarray, probs: np.ndarray) -> float:
-    """Macro-F1 over the classes present (single choice, argmax) or over the labels ever
-    chosen (multiple choice, P >= 0.5 per label)."""
+    """Macro-F1 over the classes present (single choice) or over the labels ever chosen
+    (multiple choice, ``y_true`` 2-D)."""
     from sklearn.metrics import f1_score
 
-    if y_true.ndim == 2:
-        present = np.flatnonzero(y_true.any(axis=0))
-        return float(
-            f1_score(y_true, probs >= 0.5, labels=present, average="macro", zero_division=0)
-        )
-    present = np.unique(y_true)
-    return float(
-        f1_score(y_true, probs.argmax(axis=1), labels=present, average="macro", zero_division=0)
-    )
+    multi_label = y_true.ndim == 2
+    present = np.flatnonzero(y_true.any(axis=0)) if multi_label else np.unique(y_true)
+    pred = _decisions(probs, multi_label)
+    return float(f1_score(y_true, pred, labels=present, average="macro", zero_division=0))
 
 
 def new_version(n_labels: int) -> str:
@@ -542,11 +542,7 @@ def _stability(settings, project_id, ids, labelled, probs, multi_label: bool) ->
     if probs is None:
         return None
     unl = ~labelled
-    cur_ids = ids[unl]
-    if multi_label:
-        cur_pred = (probs[unl] >= 0.5).astype(np.int64)
-    else:
-        cur_pred = probs[unl].argmax(axis=1)
+    cur_ids, cur_pred = ids[unl], _decisions(probs[unl], multi_label)
     kappa = None
     try:
         with np.load(path) as prev:

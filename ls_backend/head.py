@@ -33,6 +33,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold, StratifiedKFold
 from threadpoolctl import threadpool_limits
 
+from scoring.multilabel import multilabel_decisions
+
 __all__ = [
     "ClassifierHead",
     "ColdStart",
@@ -191,6 +193,10 @@ class _LinearHead:
         """True once fitted (predictions are meaningful)."""
         return self.coef_ is not None
 
+    def _require_fitted(self) -> None:
+        if not self.is_ready:
+            raise ColdStart("the head is not fitted (cold start): rank by embeddings alone")
+
     def _common_arrays(self) -> dict[str, np.ndarray]:
         return {
             "format": np.array(_FORMAT),
@@ -328,10 +334,6 @@ class ClassifierHead(_LinearHead):
         return softmax(logits / temperature, axis=1)
 
     # -------------------------------------------------------------- inference
-
-    def _require_fitted(self) -> None:
-        if not self.is_ready:
-            raise ColdStart("the head is not fitted (cold start): rank by embeddings alone")
 
     def decision_function(self, embeddings: Any) -> np.ndarray:
         """Uncalibrated logits (n, n_classes); -inf for classes never seen in training."""
@@ -518,8 +520,7 @@ class MultiLabelHead(_LinearHead):
 
     def decision_function(self, embeddings: Any) -> np.ndarray:
         """Uncalibrated per-label logits ``(n, k)``."""
-        if not self.is_ready:
-            raise ColdStart("the head is not fitted (cold start): rank by embeddings alone")
+        self._require_fitted()
         assert self.coef_ is not None and self.intercept_ is not None
         x = _check_embeddings(embeddings, self.n_features_)
         return x @ self.coef_.T + self.intercept_
@@ -528,13 +529,12 @@ class MultiLabelHead(_LinearHead):
         """Calibrated probability that each label applies, ``(n, k)``."""
         return expit(self.decision_function(embeddings) * self.scale_ + self.shift_)
 
-    def predict(self, embeddings: Any, threshold: float = 0.5) -> np.ndarray:
-        """0/1 choices ``(n, k)``: every label with P >= ``threshold``."""
-        return (self.predict_proba(embeddings) >= threshold).astype(np.int64)
+    def predict(self, embeddings: Any) -> np.ndarray:
+        """0/1 choices ``(n, k)``: every label with P >= 0.5 (``multilabel_decisions``)."""
+        return multilabel_decisions(self.predict_proba(embeddings))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        if not self.is_ready:
-            raise ColdStart("the head is not fitted (cold start): nothing to save")
+        self._require_fitted()
         return {
             **self._common_arrays(),
             "kind": np.array(_MULTILABEL),

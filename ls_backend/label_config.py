@@ -15,6 +15,8 @@ import numpy as np
 from label_studio_sdk.label_interface import LabelInterface
 from label_studio_sdk.label_interface.control_tags import ChoicesTag
 
+from scoring.multilabel import DECISION_THRESHOLD
+
 __all__ = [
     "ClassificationConfig",
     "UnsupportedLabelConfig",
@@ -25,9 +27,6 @@ __all__ = [
     "prediction_result",
     "to_ls_result",
 ]
-
-# A multiple-choice label is predicted when the model gives it at least this probability.
-MULTI_LABEL_THRESHOLD = 0.5
 
 # LS object tag name (lower case) -> smartsize object type.
 _OBJECT_TYPES = {"image": "image", "text": "text"}
@@ -280,10 +279,11 @@ def prediction_result(config: ClassificationConfig, probs: Sequence[float]) -> l
     """The Label Studio ``result`` a head's probabilities for one task predict.
 
     Single choice: the most probable class, scored with its probability. Multiple choice
-    (``probs`` independent per label): every label with P >= ``MULTI_LABEL_THRESHOLD``, scored
-    with the confidence of the least certain label, ``min_j max(p_j, 1 - p_j)`` (it does not
-    shrink with the number of labels, as the probability of the whole set would); ``[]`` when
-    no label reaches the threshold (the model predicts that none applies).
+    (``probs`` independent per label): every label with P >= ``DECISION_THRESHOLD`` (0.5, as
+    :func:`scoring.multilabel.multilabel_decisions`), scored with the confidence of the least
+    certain label, ``min_j max(p_j, 1 - p_j)`` (it does not shrink with the number of labels,
+    as the probability of the whole set would); ``[]`` when no label reaches the threshold (the
+    model predicts that none applies).
     """
     p = np.asarray(probs, dtype=np.float64)
     if p.shape != (len(config.labels),):
@@ -291,7 +291,7 @@ def prediction_result(config: ClassificationConfig, probs: Sequence[float]) -> l
     if not np.all(np.isfinite(p)) or p.min() < 0.0 or p.max() > 1.0:
         raise ValueError(f"probabilities must be finite and within [0, 1], got {p.tolist()}")
     if config.multi_label:
-        chosen = [c for c, pj in zip(config.labels, p, strict=True) if pj >= MULTI_LABEL_THRESHOLD]
+        chosen = [c for c, pj in zip(config.labels, p, strict=True) if pj >= DECISION_THRESHOLD]
         return to_ls_result(config, chosen, float(np.min(np.maximum(p, 1.0 - p))))
     j = int(p.argmax())
     return to_ls_result(config, [config.labels[j]], float(p[j]))

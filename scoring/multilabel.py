@@ -26,14 +26,19 @@ from scoring.disagreement import vote_stats
 from scoring.uncertainty import uncertainty
 
 __all__ = [
+    "DECISION_THRESHOLD",
     "MultiLabelVotes",
     "as_label_matrix",
     "as_label_probs",
     "binary_view",
     "label_counts",
+    "multilabel_decisions",
     "multilabel_uncertainty",
     "multilabel_votes",
 ]
+
+# A label is predicted (chosen) when its probability is at least this.
+DECISION_THRESHOLD = 0.5
 
 
 def as_label_probs(label_probs, name: str = "label_probs", n: int | None = None) -> np.ndarray:
@@ -80,6 +85,11 @@ def binary_view(label_probs: np.ndarray, j: int) -> np.ndarray:
     return np.column_stack([1.0 - p, p])
 
 
+def multilabel_decisions(label_probs) -> np.ndarray:
+    """0/1 choices ``(n, k)``: every label with P >= :data:`DECISION_THRESHOLD`."""
+    return (as_label_probs(label_probs) >= DECISION_THRESHOLD).astype(np.int64)
+
+
 def multilabel_uncertainty(label_probs, method: str = "entropy") -> np.ndarray:
     """Mean over labels of each label's binary uncertainty, ``(n,)`` in [0, 1].
 
@@ -122,12 +132,8 @@ def multilabel_votes(votes) -> MultiLabelVotes:
     # Each (item, annotator) row is one annotation: all k labels decided, or all -1.
     checked = as_label_matrix(v.reshape(n * m, k), name="votes").reshape(n, m, k)
     per_label = checked.transpose(0, 2, 1)  # (n, k, m)
-    labels = np.empty((n, k), dtype=np.int64)
-    dis = np.zeros((n, k))
-    n_votes = np.zeros(n, dtype=np.int64)
-    for j in range(k):
-        stats = vote_stats(per_label[:, j, :], n_classes=2)
-        labels[:, j] = stats.majority
-        dis[:, j] = stats.disagreement
-        n_votes = stats.n_votes
-    return MultiLabelVotes(labels, n_votes, dis)
+    stats = [vote_stats(per_label[:, j, :], n_classes=2) for j in range(k)]
+    labels = np.column_stack([s.majority for s in stats])
+    dis = np.column_stack([s.disagreement for s in stats])
+    # every label of an annotation is decided together, so any label's count is the item's
+    return MultiLabelVotes(labels, stats[0].n_votes, dis)

@@ -28,6 +28,7 @@ from scoring.priority import (
     cold_start_labels,
     priority,
     queue_priority,
+    relative_criticality,
     select_batch,
     select_typical,
 )
@@ -411,7 +412,5 @@ def _multilabel_criticality(p: np.ndarray, criticality) -> np.ndarray | None:
     """``max(max_j p_j c_j, min c) / max c`` per item (None without weights)."""
     if criticality is None:
         return None
-    c = np.asarray(criticality, dtype=np.float64)
-    if c.shape != (p.shape[1],) or np.any(c < 0) or c.max() <= 0:
-        raise ValueError(f"criticality must be {p.shape[1]} non-negative weights, not all 0")
-    return np.maximum((p * c).max(axis=1), c.min()) / c.max()
+    c = relative_criticality(criticality, p.shape[1])
+    return np.maximum((p * c).max(axis=1), c.min())

@@ -44,6 +44,14 @@ def class_rarity(class_counts) -> np.ndarray:
     return 1.0 - (c + 1.0) / (c.max() + 1.0)
 
 
+def relative_criticality(criticality, k: int) -> np.ndarray:
+    """Per-class criticality weights ``(k,)``, validated, divided by their maximum."""
+    c = np.asarray(criticality, dtype=np.float64)
+    if c.shape != (k,) or np.any(c < 0) or c.max() <= 0:
+        raise ValueError(f"criticality must be {k} non-negative weights, not all 0")
+    return c / c.max()
+
+
 @dataclass(frozen=True)
 class PriorityResult:
     """``score (n,)`` in ``[0, 1]`` (1 = label first), ``components`` the weighted signals that
@@ -133,10 +141,7 @@ def priority(
 
     kappa = np.ones(n)
     if criticality is not None and p is not None:
-        c = np.asarray(criticality, dtype=np.float64)
-        if c.shape != (p.shape[1],) or np.any(c < 0) or c.max() <= 0:
-            raise ValueError(f"criticality must be {p.shape[1]} non-negative weights, not all 0")
-        kappa = p @ (c / c.max())
+        kappa = p @ relative_criticality(criticality, p.shape[1])
     elif item_criticality is not None:
         kappa = as_unit_scores(item_criticality, n=n, name="item_criticality")
     score = np.clip(base * kappa, 0.0, 1.0)
@@ -145,16 +150,15 @@ def priority(
     dominant = np.argmax(np.stack([components[s] for s in names]), axis=0)
     reason = np.array([REASON_WORDS[s] for s in names], dtype=object)[dominant]
     if class_names is not None and "rarity" in components:
-        top = np.asarray(rarity_class) if rarity_class is not None else None
+        top = rarity_class
         if top is None and p is not None:
             top = p.argmax(axis=1)
-        if top is not None and top.shape != (n,):
-            raise ValueError(f"rarity_class must be (n,) = ({n},); got {top.shape}")
-    else:
-        top = None
-    if top is not None:
-        is_rare = reason == REASON_WORDS["rarity"]
-        reason[is_rare] = [f"likely rare class '{class_names[j]}'" for j in top[is_rare]]
+        if top is not None:
+            top = np.asarray(top)
+            if top.shape != (n,):
+                raise ValueError(f"rarity_class must be (n,) = ({n},); got {top.shape}")
+            is_rare = reason == REASON_WORDS["rarity"]
+            reason[is_rare] = [f"likely rare class '{class_names[j]}'" for j in top[is_rare]]
     return PriorityResult(score, components, kappa, reason)
 
 

@@ -24,12 +24,12 @@ mean, and the area under the learning curve (mean metric over the budget range).
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,10 +198,9 @@ class EmbeddingStore:
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
-    with os.fdopen(fd, "wb") as fh:
-        np.save(fh, array)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 @dataclass
@@ -659,12 +658,19 @@ def print_summary(results: dict) -> None:
         log("\ntargets: " + json.dumps(summary["targets"]))
 
 
+def log_x_axis(ax) -> None:
+    """A log-scaled x axis with major tick labels only (minor labels overlap)."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_learning_curves(results: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter
 
     metrics = [("macro_f1", "macro-F1"), ("accuracy", "accuracy")]
     if results["full"]["rare_recall"] is not None:
@@ -685,8 +691,7 @@ def plot_learning_curves(results: dict, path: Path) -> None:
             if vals.shape[0] > 1:
                 ax.fill_between(n, vals.min(axis=0), vals.max(axis=0), color=colors(i), alpha=0.18)
         ax.axhline(results["full"][metric], color="k", ls="--", lw=1, label="full pool")
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap
+        log_x_axis(ax)
         ax.set_xlabel("labels bought")
         ax.set_title(title)
         ax.grid(alpha=0.3)

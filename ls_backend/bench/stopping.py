@@ -22,6 +22,7 @@ from ls_backend.bench.simulate import (
     Prepared,
     label_schedule,
     log,
+    log_x_axis,
     parse_float_list,
     prepare_from_args,
     simulate,
@@ -165,7 +166,6 @@ def plot_stopping(results: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter
 
     s = results["seeds"][0]
     n = np.array(s["n_labels"], dtype=float)
@@ -191,8 +191,7 @@ def plot_stopping(results: dict, path: Path) -> None:
             ls="--",
         )
     ax.axvline(s["oracle"]["labels"], color="k", lw=1, ls=":", label="oracle stop")
-    ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap
+    log_x_axis(ax)
     ax.set_yscale("log")
     ax.set_xlabel("labels bought (cost)")
     ax.set_ylabel("marginal macro-F1 per label")
@@ -212,8 +211,7 @@ def plot_stopping(results: dict, path: Path) -> None:
             label=f"stop, tau={e['tau']:.0e}",
         )
     ax.axvline(s["oracle"]["labels"], color="k", lw=1, ls=":")
-    ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap
+    log_x_axis(ax)
     ax.set_xlabel("labels bought")
     ax.legend(fontsize=6)
     ax.grid(alpha=0.3)
